@@ -1,0 +1,149 @@
+"""Webdataset shards: `{key}.png|jpg` image, `{key}.txt` caption, `{key}.json` metadata.
+
+Each shard is written to a temporary name and renamed when complete, so a killed job
+never leaves a shard that looks finished.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import webdataset as wds
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+
+
+@dataclass
+class Sample:
+    key: str
+    image: bytes
+    image_ext: str
+    caption: str
+    meta: dict = field(default_factory=dict)
+
+
+class ShardWriter:
+    """Writes samples into `shard-000000.tar`, `shard-000001.tar`, ... under `out_dir`."""
+
+    def __init__(self, out_dir: str | os.PathLike, samples_per_shard: int = 1000):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.samples_per_shard = samples_per_shard
+        self.paths: list[Path] = []
+        self._tar: wds.TarWriter | None = None
+        self._file = None
+        self._count = 0
+        self.total = 0
+
+    def write(self, sample: Sample) -> None:
+        if "." in sample.key or "/" in sample.key:
+            raise ValueError(f"sample key {sample.key!r} may not contain '.' or '/'")
+        if self._tar is None or self._count >= self.samples_per_shard:
+            self._close_shard()
+            self._open_shard()
+        self._tar.write(
+            {
+                "__key__": sample.key,
+                sample.image_ext: sample.image,
+                "txt": sample.caption.encode("utf-8"),
+                "json": json.dumps(sample.meta, sort_keys=True).encode("utf-8"),
+            }
+        )
+        self._count += 1
+        self.total += 1
+
+    def _open_shard(self) -> None:
+        final = self.out_dir / f"shard-{len(self.paths):06d}.tar"
+        self._partial = final.with_suffix(".tar.part")
+        self._file = open(self._partial, "wb")
+        self._tar = wds.TarWriter(self._file, encoder=False)
+        self.paths.append(final)
+        self._count = 0
+
+    def _close_shard(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()
+        self._file.close()
+        os.replace(self._partial, self.paths[-1])
+        self._tar = None
+
+    def close(self) -> list[Path]:
+        self._close_shard()
+        return self.paths
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        elif self._tar is not None:
+            self._tar.close()
+            self._file.close()
+            Path(self._partial).unlink(missing_ok=True)
+
+
+def shard_paths(folder: str | os.PathLike) -> list[Path]:
+    paths = sorted(Path(folder).glob("shard-*.tar"))
+    if not paths:
+        raise FileNotFoundError(f"no shards (shard-*.tar) in {folder}")
+    return paths
+
+
+def iter_samples(paths: Iterable[str | os.PathLike]) -> Iterator[Sample]:
+    """Yield the samples of webdataset shards in order; a malformed shard raises naming the file."""
+    for path in paths:
+        try:
+            with tarfile.open(path, "r") as tar:
+                yield from _samples_in_tar(tar, Path(path))
+        except tarfile.TarError as exc:
+            raise ValueError(f"{path}: not a readable tar shard ({exc})") from exc
+
+
+def _samples_in_tar(tar: tarfile.TarFile, path: Path) -> Iterator[Sample]:
+    group: dict[str, bytes] = {}
+    current = None
+    for member in tar:
+        if not member.isfile():
+            continue
+        name = member.name
+        if name.startswith("/") or ".." in Path(name).parts:
+            raise ValueError(f"{path}: member {name!r} escapes the shard")
+        key, _, ext = Path(name).name.partition(".")
+        if key != current and group:
+            yield _to_sample(current, group, path)
+            group = {}
+        current = key
+        group[ext.lower()] = tar.extractfile(member).read()
+    if group:
+        yield _to_sample(current, group, path)
+
+
+def _to_sample(key: str, group: dict[str, bytes], path: Path) -> Sample:
+    ext = next((e for e in IMAGE_EXTENSIONS if e in group), None)
+    if ext is None:
+        raise ValueError(f"{path}: sample {key!r} has no image (members: {sorted(group)})")
+    meta = json.loads(group["json"]) if "json" in group else {}
+    caption = group.get("txt", b"").decode("utf-8", errors="replace")
+    return Sample(key=key, image=group[ext], image_ext=ext, caption=caption, meta=meta)
+
+
+def decode_rgb(image: bytes, background=(255, 255, 255)):
+    """Decode image bytes to an RGB PIL image; transparency is composited on `background`."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(image))
+    img.load()
+    if img.mode in ("RGBA", "LA", "P", "PA") or "transparency" in img.info:
+        img = img.convert("RGBA")
+        canvas = Image.new("RGBA", img.size, background + (255,))
+        canvas.alpha_composite(img)
+        return canvas.convert("RGB")
+    return img.convert("RGB")
