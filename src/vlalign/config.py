@@ -1,0 +1,129 @@
+"""Load and validate the workflow configuration against the JSON schema, filling defaults.
+
+The same validation runs in the Snakefile (before any job starts) and in every
+`vlalign` stage command, so a wrong key or type is refused with its name either way.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from vlalign.io import sha256_json
+
+SCHEMA_PATH = Path(str(resources.files("vlalign") / "schemas" / "config.schema.yaml"))
+
+
+class ConfigError(ValueError):
+    """A configuration that must be refused before any work starts."""
+
+
+@cache
+def load_schema() -> dict:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def _defaults_filling_validator():
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def validate_config(config: dict) -> dict:
+    """Return a validated copy of `config` with every default filled in; raise ConfigError naming the key."""
+    config = copy.deepcopy(config)
+    validator = _defaults_filling_validator()(load_schema())
+    # Two passes: defaults inserted in the first (e.g. an empty `train: {}`) are checked in the second.
+    for _ in range(2):
+        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+        if errors:
+            lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
+            raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    _check_overrides(config, validator)
+    _check_references(config)
+    return config
+
+
+def _check_overrides(config: dict, validator) -> None:
+    """Run overrides and probe settings use the train settings' keys; check each merged set."""
+    settings_validator = validator.evolve(schema={"$defs": load_schema()["$defs"], "$ref": "#/$defs/train_settings"})
+    overrides = {f"train.runs.{name}": o for name, o in config["train"]["runs"].items()}
+    overrides["probe.settings"] = config["probe"]["settings"]
+    problems = []
+    for key, override in overrides.items():
+        merged = {**config["train"]["defaults"], **override}
+        for error in settings_validator.iter_errors(merged):
+            problems.append(f"  {key}{'.' + _key_path(error) if error.absolute_path else ''}: {error.message}")
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(problems))
+
+
+def _check_references(config: dict) -> None:
+    """Cross-key checks that a JSON schema cannot express."""
+    problems = []
+    encoders = config["encoders"]
+    for key in ("image_encoder", "text_encoder"):
+        if config[key] not in encoders:
+            problems.append(f"{key}: {config[key]!r} is not defined under encoders ({sorted(encoders)})")
+    sources = config["sources"]
+    for name in config["curate"]["sources"]:
+        if name not in sources:
+            problems.append(f"curate.sources: {name!r} is not defined under sources")
+        elif sources[name]["eval_fraction"] >= 1:
+            problems.append(f"curate.sources: {name!r} has eval_fraction 1, so no train split")
+    eval_refs = [("evaluate.retrieval", n) for n in config["evaluate"]["retrieval"]]
+    eval_refs += [("evaluate.zeroshot", n) for n in config["evaluate"]["zeroshot"]]
+    eval_refs.append(("probe.eval_source", config["probe"]["eval_source"]))
+    for key, name in eval_refs:
+        if name not in sources:
+            problems.append(f"{key}: {name!r} is not defined under sources")
+        elif sources[name]["eval_fraction"] <= 0:
+            problems.append(f"{key}: source {name!r} has no eval split (eval_fraction is 0)")
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: configuration must be a mapping, got {type(raw).__name__}")
+    return validate_config(raw)
+
+
+def eval_sources(config: dict) -> list[str]:
+    """Sources whose eval split some evaluation or the probe reads."""
+    names = config["evaluate"]["retrieval"] + config["evaluate"]["zeroshot"] + [config["probe"]["eval_source"]]
+    return sorted(set(names))
+
+
+def train_settings(config: dict, run: str) -> dict:
+    """The settings of one training run: `train.defaults` overridden by `train.runs[run]`."""
+    return {**config["train"]["defaults"], **config["train"]["runs"][run]}
+
+
+def probe_settings(config: dict) -> dict:
+    return {**config["train"]["defaults"], **config["probe"]["settings"], "head": "linear"}
+
+
+def config_digest(obj) -> str:
+    return sha256_json(obj)[:16]

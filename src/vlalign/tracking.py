@@ -1,0 +1,179 @@
+"""MLflow tracking: every stage execution is one run, tagged so runs can be traced back.
+
+Tags: rule, wildcards, config digest, git commit. Small outputs are logged as artifacts,
+large ones as path + sha256. The store is `sqlite:///results/mlflow.db` unless the
+config or $MLFLOW_TRACKING_URI names another (a tracking server on clusters).
+A failing store never destroys a stage's real outputs: the error is reported on stderr
+and in the run summary, and the stage goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from vlalign.io import sha256_file, sha256_json
+
+DEFAULT_STORE = Path("results") / "mlflow.db"
+SMALL_ARTIFACT_BYTES = 5 * 1024 * 1024
+
+
+def resolve_tracking_uri(configured: str | None = None) -> str:
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{DEFAULT_STORE.resolve()}"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+def flatten(obj, prefix: str = "") -> dict[str, str]:
+    """Nested settings as MLflow params: `train.lr` -> "0.0001"."""
+    if isinstance(obj, dict):
+        items: dict[str, str] = {}
+        for key, value in obj.items():
+            items.update(flatten(value, f"{prefix}{key}."))
+        return items
+    return {prefix.rstrip("."): json.dumps(obj) if isinstance(obj, (list, tuple)) else str(obj)}
+
+
+def path_digest(path: Path) -> tuple[str, int]:
+    """sha256 of a file, or of a folder's (relative path, file sha256) list; and total bytes."""
+    if path.is_file():
+        return sha256_file(path), path.stat().st_size
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    listing = [(str(p.relative_to(path)), sha256_file(p)) for p in files]
+    return sha256_json(listing), sum(p.stat().st_size for p in files)
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialise creation of a sqlite store: several jobs may start on a fresh one at once."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+class StageRun:
+    """Handle on the MLflow run of one stage execution; every call reports, never raises, on store errors."""
+
+    def __init__(self, client, run_id: str | None):
+        self.client = client
+        self.run_id = run_id
+        self.errors: list[str] = []
+
+    def _call(self, what: str, fn, *args, **kwargs) -> None:
+        if self.run_id is None:
+            return
+        try:
+            fn(self.run_id, *args, **kwargs)
+        except Exception as exc:  # the store failing must not lose the stage's outputs
+            message = f"MLflow {what} failed: {type(exc).__name__}: {exc}"
+            self.errors.append(message)
+            print(f"vlalign tracking: {message}", file=sys.stderr, flush=True)
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten(params)
+        batch = [Param(k, v[:6000]) for k, v in flat.items()]
+        for start in range(0, len(batch), 100):
+            self._call("log params", self.client.log_batch, params=batch[start : start + 100])
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+        for start in range(0, len(batch), 500):
+            self._call("log metrics", self.client.log_batch, metrics=batch[start : start + 500])
+
+    def set_tags(self, tags: dict) -> None:
+        for key, value in tags.items():
+            self._call("set tag", self.client.set_tag, key, str(value))
+
+    def log_output(self, name: str, path: str | os.PathLike) -> None:
+        """Small files become artifacts; large files and folders are recorded as path + sha256."""
+        path = Path(path)
+        digest, size = path_digest(path)
+        self.set_tags({f"output.{name}.path": str(path.resolve()), f"output.{name}.sha256": digest, f"output.{name}.bytes": size})
+        if path.is_file() and size <= SMALL_ARTIFACT_BYTES:
+            self._call("log artifact", self.client.log_artifact, str(path))
+
+
+@contextlib.contextmanager
+def stage_run(
+    rule: str,
+    settings: dict,
+    experiment: str = "vlalign",
+    tracking_uri: str | None = None,
+    wildcards: dict | None = None,
+    run_name: str | None = None,
+) -> Iterator[StageRun]:
+    """Open an MLflow run for one stage execution; it ends FINISHED, or FAILED if the block raises."""
+    uri = resolve_tracking_uri(tracking_uri)
+    wildcards = wildcards or {}
+    tags = {
+        "rule": rule,
+        "wildcards": json.dumps(wildcards, sort_keys=True),
+        "config_digest": sha256_json(settings)[:16],
+        "git_commit": git_commit(),
+        **{f"wildcard.{k}": v for k, v in wildcards.items()},
+    }
+    name = run_name or "-".join([rule, *map(str, wildcards.values())])
+    run = StageRun(None, None)
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        with _store_lock(uri):
+            experiment_obj = client.get_experiment_by_name(experiment)
+            if experiment_obj is None:
+                artifacts = None
+                if uri.startswith("sqlite:///"):
+                    artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+                experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
+            else:
+                experiment_id = experiment_obj.experiment_id
+            created = client.create_run(experiment_id, run_name=name, tags=tags)
+        run = StageRun(client, created.info.run_id)
+        run.log_params(settings)
+    except Exception as exc:
+        message = f"MLflow run could not be opened at {uri}: {type(exc).__name__}: {exc}"
+        run.errors.append(message)
+        print(f"vlalign tracking: {message}", file=sys.stderr, flush=True)
+    status = "FAILED"
+    try:
+        yield run
+        status = "FINISHED"
+    finally:
+        if run.errors and status == "FINISHED":
+            run.set_tags({"tracking_errors": len(run.errors)})
+        run._call("end run", lambda run_id: run.client.set_terminated(run_id, status=status))
