@@ -1,0 +1,1 @@
+"""Curation of the training pool: every filter's measurement and verdict is recorded per sample."""
