@@ -1,0 +1,63 @@
+"""Contrastive losses on L2-normalised embeddings: SigLIP (SAIL's choice) and InfoNCE (CLIP baseline).
+
+Both take optional extra positive caption sets ("multi-positive", SAIL): each set forms its
+own B×B block against the same images, and the loss is the mean over the blocks.
+Both materialise the B×B logits, which is fine up to a batch of a few 10k on one GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def _siglip_block(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor):
+    logits = scale * img @ txt.T + bias
+    labels = 2.0 * torch.eye(len(img), device=img.device, dtype=logits.dtype) - 1.0
+    # Mean over all B×B pairs, as SAIL's code and DESIGN.md have it. The SigLIP paper divides
+    # the sum by B instead (= B × this value); that only rescales the gradient, which Lion
+    # (sign update) and AdamW ignore, but it changes the loss values and what grad_clip means.
+    return -F.logsigmoid(labels * logits).mean()
+
+
+def siglip_loss(
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+    extra_txt: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Sigmoid loss, labels 2I−1: -mean(logsigmoid(labels · (exp(logit_scale) · img @ txt.T + bias)))."""
+    scale = logit_scale.exp()
+    blocks = [_siglip_block(img, t, scale, logit_bias) for t in [txt, *(extra_txt or [])]]
+    return torch.stack(blocks).mean()
+
+
+def _infonce_block(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    logits = scale * img @ txt.T
+    target = torch.arange(len(img), device=img.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def infonce_loss(
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor | None = None,
+    extra_txt: Sequence[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Symmetric CLIP cross-entropy (image→text and text→image, averaged).
+
+    logit_bias is accepted only so that every LOSSES entry is called alike: a constant shift
+    of all logits leaves a softmax unchanged, so InfoNCE has no use for it.
+    """
+    scale = logit_scale.exp()
+    blocks = [_infonce_block(img, t, scale) for t in [txt, *(extra_txt or [])]]
+    return torch.stack(blocks).mean()
+
+
+LOSSES = {"siglip": siglip_loss, "infonce": infonce_loss}
+# Losses whose value depends on logit_bias; for the others the trainer leaves the bias untouched.
+USES_BIAS = frozenset({"siglip"})
