@@ -1,0 +1,232 @@
+"""Train the alignment layers on precomputed, paired image and text embeddings (SAIL recipe)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from vlalign.align.heads import AlignmentModel
+from vlalign.align.losses import LOSSES, USES_BIAS
+from vlalign.align.optim import cosine_schedule, make_optimizer
+
+# The SAIL recipe; the embedded demo overrides batch_size, epochs and lr in its config.
+DEFAULT_SETTINGS = {
+    "head": "star",
+    "target_dim": 1024,
+    "width_factor": 8,
+    "layer_norm": True,
+    "text_only": False,
+    "loss": "siglip",
+    "logit_scale_init": math.log(20.0),
+    "logit_bias_init": -10.0,
+    "optimizer": "lion",
+    "lr": 1e-5,
+    "weight_decay": 1e-4,
+    "betas": (0.9, 0.99),
+    "warmup_fraction": 0.1,
+    "batch_size": 32768,
+    "epochs": 100,
+    "seed": 0,
+    "precision": "fp32",
+    "grad_clip": None,
+    "val_fraction": 0.0,
+}
+MODEL_KEYS = ("head", "target_dim", "width_factor", "layer_norm", "text_only",
+              "logit_scale_init", "logit_bias_init")
+PROGRESS_LINES = 10
+
+LogFn = Callable[[int, dict], None]
+
+
+@dataclass
+class TrainResult:
+    model: AlignmentModel
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_settings(settings: dict | None) -> dict:
+    """DEFAULT_SETTINGS updated by `settings`; unknown keys are errors (a typo must not be ignored)."""
+    settings = dict(settings or {})
+    unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown training settings {unknown}; known: {sorted(DEFAULT_SETTINGS)}")
+    merged = {**DEFAULT_SETTINGS, **settings}
+    if merged["loss"] not in LOSSES:
+        raise ValueError(f"unknown loss {merged['loss']!r}; expected one of {sorted(LOSSES)}")
+    if merged["precision"] not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {merged['precision']!r}")
+    if not 0.0 <= merged["val_fraction"] < 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1), got {merged['val_fraction']}")
+    if merged["batch_size"] < 2:
+        raise ValueError("batch_size must be >= 2: a contrastive batch needs negatives")
+    return merged
+
+
+def batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Consecutive slices of `order`; a last partial batch is kept only if it has >= 2 pairs."""
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    # Indices sorted inside a batch: reads from a memmap become sequential, and both losses are
+    # unchanged by reordering a batch's pairs together.
+    return [np.sort(c) for c in chunks if len(c) >= 2]
+
+
+def _to_device(array, idx: np.ndarray, device: torch.device) -> torch.Tensor:
+    # One fancy-indexing read per batch (works on np.memmap), converted to float32 on the host.
+    return torch.from_numpy(np.asarray(array[idx], dtype=np.float32)).to(device)
+
+
+def _param_groups(model: AlignmentModel, weight_decay: float, loss: str) -> list[dict]:
+    # Weight decay on weight matrices only; biases, LayerNorm gains and the logit scale/bias are
+    # not decayed (common CLIP practice). The bias is not optimised for a loss that ignores it, so
+    # it is not decayed away either.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if name == "logit_bias" and loss not in USES_BIAS:
+            continue
+        (decay if p.ndim >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _split(n: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    if val_fraction == 0:
+        return np.arange(n), np.arange(0)
+    perm = rng.permutation(n)
+    n_val = int(round(n * val_fraction))
+    if n_val < 2 or n - n_val < 2:
+        raise ValueError(f"val_fraction={val_fraction} of {n} pairs leaves < 2 pairs on one side")
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class _Batches:
+    """Moves the image, text and extra-caption rows of one batch to the device."""
+
+    def __init__(self, image_emb, text_emb, extra_text_emb, device):
+        self.arrays = [image_emb, text_emb, *extra_text_emb]
+        self.device = device
+
+    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        img, txt, *extra = (_to_device(a, idx, self.device) for a in self.arrays)
+        return img, txt, extra
+
+
+def _loss(model, loss_fn, img, txt, extra, autocast):
+    with autocast():
+        z_img, z_txt = model(img, txt)
+        z_extra = [model.encode_text(t) for t in extra]
+    # The loss runs in fp32 outside autocast: exp(scale)·cosine and logsigmoid need the precision.
+    return loss_fn(z_img.float(), z_txt.float(), model.logit_scale, model.logit_bias,
+                   extra_txt=[z.float() for z in z_extra])
+
+
+@torch.no_grad()
+def _validation_loss(model, loss_fn, fetch, val_idx, batch_size, autocast) -> float:
+    # Batches of (nearly) equal size; note a contrastive loss depends on the batch size, so it is
+    # comparable across epochs of one run, not with the training loss of another batch size.
+    model.eval()
+    n_chunks = math.ceil(len(val_idx) / batch_size)
+    total = 0.0
+    for idx in np.array_split(val_idx, n_chunks):
+        img, txt, extra = fetch(idx)
+        total += _loss(model, loss_fn, img, txt, extra, autocast).item() * len(idx)
+    model.train()
+    return total / len(val_idx)
+
+
+def train_alignment(
+    image_emb: np.ndarray,
+    text_emb: np.ndarray,
+    settings: dict | None = None,
+    log_fn: LogFn | None = None,
+    device: str | torch.device = "cpu",
+    extra_text_emb: list[np.ndarray] | None = None,
+) -> TrainResult:
+    """Train an AlignmentModel so that image_emb[i] and text_emb[i] (and extra_text_emb[k][i]) align.
+
+    Per optimiser step, log_fn(step, {"loss", "logit_scale" (exp'd), "logit_bias", "lr",
+    "pairs_per_s"}); per epoch, log_fn(step, {"epoch", "train_loss"[, "val_loss"]}). `step`
+    counts finished optimiser steps from 1; history holds the same dicts with "step" added.
+    """
+    cfg = resolve_settings(settings)
+    extra_text_emb = list(extra_text_emb or [])
+    n = len(image_emb)
+    if len(text_emb) != n or any(len(e) != n for e in extra_text_emb):
+        raise ValueError("image, text and extra text embeddings must have one row per pair")
+    device = torch.device(device)
+
+    torch.manual_seed(cfg["seed"])
+    rng = np.random.default_rng(cfg["seed"])
+    train_idx, val_idx = _split(n, cfg["val_fraction"], rng)
+    if len(train_idx) < 2:
+        raise ValueError(f"need at least 2 training pairs, got {len(train_idx)}")
+
+    model = AlignmentModel(image_emb.shape[1], text_emb.shape[1],
+                           **{k: cfg[k] for k in MODEL_KEYS}).to(device)
+    model.train()
+    loss_fn = LOSSES[cfg["loss"]]
+    optimizer = make_optimizer(cfg["optimizer"], _param_groups(model, cfg["weight_decay"], cfg["loss"]),
+                               cfg["lr"], cfg["betas"], cfg["weight_decay"])
+    steps_per_epoch = len(batches(train_idx, cfg["batch_size"]))
+    total_steps = steps_per_epoch * cfg["epochs"]
+    scheduler = cosine_schedule(optimizer, total_steps, cfg["warmup_fraction"])
+    fetch = _Batches(image_emb, text_emb, extra_text_emb, device)
+
+    def autocast():
+        if cfg["precision"] == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    history: list[dict] = []
+
+    def log(step: int, metrics: dict) -> None:
+        history.append({"step": step, **metrics})
+        if log_fn is not None:
+            log_fn(step, metrics)
+
+    print_every = max(1, total_steps // PROGRESS_LINES)
+    step, started = 0, time.perf_counter()
+    for epoch in range(1, cfg["epochs"] + 1):
+        epoch_loss, epoch_pairs = 0.0, 0
+        for idx in batches(train_idx[rng.permutation(len(train_idx))], cfg["batch_size"]):
+            t0 = time.perf_counter()
+            img, txt, extra = fetch(idx)
+            loss = _loss(model, loss_fn, img, txt, extra, autocast)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg["grad_clip"] is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            model.clamp_logit_scale()
+            loss_value = loss.item()  # synchronises with the device, so the timing is honest
+            step += 1
+            pairs_per_s = len(idx) / max(time.perf_counter() - t0, 1e-9)
+            epoch_loss += loss_value * len(idx)
+            epoch_pairs += len(idx)
+            log(step, {"loss": loss_value, "logit_scale": model.logit_scale.exp().item(),
+                       "logit_bias": model.logit_bias.item(), "lr": lr, "pairs_per_s": pairs_per_s})
+            if step % print_every == 0 or step == total_steps:
+                elapsed = time.perf_counter() - started
+                eta = elapsed / step * (total_steps - step)
+                print(f"[align] step {step}/{total_steps} epoch {epoch}/{cfg['epochs']} "
+                      f"loss {loss_value:.4f} {pairs_per_s:,.0f} pairs/s ETA {_format_seconds(eta)}",
+                      flush=True)
+        epoch_metrics = {"epoch": epoch, "train_loss": epoch_loss / epoch_pairs}
+        if len(val_idx):
+            epoch_metrics["val_loss"] = _validation_loss(model, loss_fn, fetch, val_idx,
+                                                         cfg["batch_size"], autocast)
+        log(step, epoch_metrics)
+    model.eval()
+    return TrainResult(model=model, history=history)

@@ -1,0 +1,171 @@
+"""Lion, the schedule, the trainer on synthetic pairs, and checkpoints."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vlalign.align.checkpoint import load_checkpoint, save_checkpoint
+from vlalign.align.heads import AlignmentModel
+from vlalign.align.optim import Lion, cosine_schedule
+from vlalign.align.trainer import DEFAULT_SETTINGS, batches, train_alignment
+from vlalign.evaluate.metrics import retrieval_recall
+
+N_PAIRS = 512
+# Small towers and a large learning rate so that training takes about a second on a CPU.
+FAST = dict(head="star", target_dim=32, width_factor=2, batch_size=128, epochs=15, lr=1e-2)
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Text embedding = a fixed random linear map of the image embedding + noise, stored as fp16."""
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((N_PAIRS, 32)).astype(np.float32)
+    mapping = rng.standard_normal((32, 24)).astype(np.float32)
+    text = image @ mapping + 0.5 * rng.standard_normal((N_PAIRS, 24)).astype(np.float32)
+    return image.astype(np.float16), text.astype(np.float16)
+
+
+def recall_at_1(model, image, text):
+    with torch.no_grad():
+        img = model.encode_image(torch.from_numpy(image.astype(np.float32))).numpy()
+        txt = model.encode_text(torch.from_numpy(text.astype(np.float32))).numpy()
+    return retrieval_recall(img, txt, np.arange(len(img)), ks=(1,))["mean_recall_at_1"]
+
+
+def test_lion_matches_hand_computed_steps():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5]))
+    opt = Lion([p], lr=0.1, betas=(0.9, 0.99), weight_decay=0.5)
+    p.grad = torch.tensor([0.5, -0.1, 0.0])
+    opt.step()
+    # c = 0.1·g (m starts at 0) → sign [1, −1, 0]; p −= 0.1·(sign + 0.5·p)
+    assert torch.allclose(p, torch.tensor([0.85, -1.8, 0.475]))
+    # m = 0.01·g = [0.005, −0.001, 0]. A small opposite gradient loses to the momentum:
+    # c[0] = 0.9·0.005 + 0.1·(−0.04) = 0.0005 > 0 → the step still goes down.
+    p.grad = torch.tensor([-0.04, 0.0, 0.0])
+    opt.step()
+    expected0 = 0.85 - 0.1 * (1 + 0.5 * 0.85)
+    expected1 = -1.8 - 0.1 * (-1 + 0.5 * -1.8)
+    assert torch.allclose(p, torch.tensor([expected0, expected1, 0.475 * (1 - 0.05)]))
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = cosine_schedule(opt, total_steps=10, warmup_fraction=0.2)
+    lrs = []
+    for _ in range(11):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == pytest.approx([1.0, 2.0, 2.0])  # warm-up over 2 steps, then the peak
+    assert lrs[6] == pytest.approx(1.0)  # half-way through the cosine
+    assert lrs[10] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_batches_keep_a_last_partial_batch_only_with_two_pairs():
+    assert [len(b) for b in batches(np.arange(257), 128)] == [128, 128]
+    assert [len(b) for b in batches(np.arange(258), 128)] == [128, 128, 2]
+    assert all(np.all(np.diff(b) > 0) for b in batches(np.random.permutation(300), 128))
+
+
+def test_siglip_lion_training_learns_the_pairing(pairs):
+    image, text = pairs
+    before = train_alignment(image, text, {**FAST, "epochs": 0}).model
+    result = train_alignment(image, text, FAST)
+    assert recall_at_1(before, image, text) < 0.05
+    assert recall_at_1(result.model, image, text) > 0.8
+
+
+def test_infonce_adamw_training_learns_the_pairing(pairs):
+    image, text = pairs
+    result = train_alignment(image, text, {**FAST, "loss": "infonce", "optimizer": "adamw",
+                                           "lr": 3e-3})
+    assert recall_at_1(result.model, image, text) > 0.4
+    # InfoNCE never uses the bias, so it is not optimised (nor decayed).
+    assert result.model.logit_bias.item() == DEFAULT_SETTINGS["logit_bias_init"]
+
+
+def test_same_seed_gives_identical_weights(pairs):
+    image, text = pairs
+    settings = {**FAST, "epochs": 2, "val_fraction": 0.1}
+    a = train_alignment(image, text, settings).model.state_dict()
+    b = train_alignment(image, text, settings).model.state_dict()
+    c = train_alignment(image, text, {**settings, "seed": 1}).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_history_log_fn_and_validation(pairs, capsys):
+    image, text = pairs
+    logged = []
+    result = train_alignment(image, text, {**FAST, "epochs": 3, "val_fraction": 0.1},
+                             log_fn=lambda step, metrics: logged.append((step, metrics)))
+    # 461 training pairs → 3 batches of 128 + one of 77, per epoch.
+    steps = [h for h in result.history if "loss" in h]
+    epochs = [h for h in result.history if "epoch" in h]
+    assert [h["step"] for h in steps] == list(range(1, 13))
+    assert [(h["epoch"], h["step"]) for h in epochs] == [(1, 4), (2, 8), (3, 12)]
+    assert set(steps[0]) == {"step", "loss", "logit_scale", "logit_bias", "lr", "pairs_per_s"}
+    assert all(math.isfinite(h["val_loss"]) for h in epochs)
+    assert [(s, {"step": s, **m}) for s, m in logged] == [(h["step"], h) for h in result.history]
+    assert "step 12/12" in capsys.readouterr().out
+
+
+def test_logit_scale_is_clamped_after_each_step(pairs):
+    image, text = pairs
+    result = train_alignment(image, text, {**FAST, "epochs": 1, "logit_scale_init": 6.0})
+    assert all(h["logit_scale"] <= 100.0 + 1e-4 for h in result.history if "loss" in h)
+
+
+def test_memmap_bf16_extra_captions_and_grad_clip(pairs, tmp_path):
+    image, text = pairs
+    mm = np.memmap(tmp_path / "image.f16", dtype=np.float16, mode="w+", shape=image.shape)
+    mm[:] = image
+    mm.flush()
+    noisy = (text + np.random.default_rng(1).standard_normal(text.shape)).astype(np.float16)
+    result = train_alignment(np.memmap(tmp_path / "image.f16", dtype=np.float16, mode="r",
+                                       shape=image.shape), text,
+                             {**FAST, "epochs": 2, "precision": "bf16", "grad_clip": 1.0},
+                             extra_text_emb=[noisy])
+    assert all(math.isfinite(h.get("loss", 0.0)) for h in result.history)
+
+
+def test_unknown_setting_is_an_error(pairs):
+    with pytest.raises(ValueError, match="unknown training settings"):
+        train_alignment(*pairs, {"learning_rate": 1.0})
+
+
+def test_checkpoint_roundtrip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = AlignmentModel(12, 9, head="star", target_dim=6, width_factor=2)
+    with torch.no_grad():
+        model.logit_scale.fill_(3.3)
+        model.logit_bias.fill_(-7.5)
+    save_checkpoint(tmp_path / "ckpt", model, {"image_encoder": "lite0", "image_dim": 12})
+    loaded, info = load_checkpoint(tmp_path / "ckpt" / "model.safetensors")
+    assert info["image_encoder"] == "lite0" and info["model"] == model.settings
+    x, y = torch.randn(5, 12), torch.randn(5, 9)
+    for out_a, out_b in zip(model.eval()(x, y), loaded(x, y)):
+        assert torch.equal(out_a, out_b)
+    assert loaded.logit_scale.item() == pytest.approx(3.3)
+    assert loaded.logit_bias.item() == pytest.approx(-7.5)
+
+
+def test_checkpoint_from_another_config_names_the_file(tmp_path):
+    save_checkpoint(tmp_path, AlignmentModel(12, 9, head="star", target_dim=6, width_factor=2), {})
+    config = tmp_path / "model.json"
+    info = json.loads(config.read_text())
+    info["model"]["head"] = "linear"
+    config.write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="model.safetensors: weights do not match"):
+        load_checkpoint(tmp_path)
+
+
+def test_replaced_weights_are_detected(tmp_path):
+    save_checkpoint(tmp_path / "a", AlignmentModel(4, 4, head="linear", target_dim=4), {})
+    save_checkpoint(tmp_path / "b", AlignmentModel(4, 4, head="linear", target_dim=4), {})
+    (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
+    with pytest.raises(ValueError, match="checksum"):
+        load_checkpoint(tmp_path / "a")
