@@ -83,11 +83,12 @@ class StageRun:
         self.run_id = run_id
         self.errors: list[str] = []
 
-    def _call(self, what: str, fn, *args, **kwargs) -> None:
-        if self.run_id is None:
+    def _call(self, what: str, fn, *args, run_id: str | None = None, **kwargs) -> None:
+        run_id = run_id or self.run_id
+        if run_id is None:
             return
         try:
-            fn(self.run_id, *args, **kwargs)
+            fn(run_id, *args, **kwargs)
         except Exception as exc:  # the store failing must not lose the stage's outputs
             message = f"MLflow {what} failed: {type(exc).__name__}: {exc}"
             self.errors.append(message)
@@ -101,7 +102,8 @@ class StageRun:
         for start in range(0, len(batch), 100):
             self._call("log params", self.client.log_batch, params=batch[start : start + 100])
 
-    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+    def log_metrics(self, metrics: dict, step: int | None = None, run_id: str | None = None) -> None:
+        """Log numeric values; `run_id` logs to another run (an evaluation onto its trained model)."""
         import time
 
         from mlflow.entities import Metric
@@ -113,7 +115,7 @@ class StageRun:
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         ]
         for start in range(0, len(batch), 500):
-            self._call("log metrics", self.client.log_batch, metrics=batch[start : start + 500])
+            self._call("log metrics", self.client.log_batch, metrics=batch[start : start + 500], run_id=run_id)
 
     def set_tags(self, tags: dict) -> None:
         for key, value in tags.items():

@@ -1,0 +1,28 @@
+# vlalign: download -> curate -> convert (FFCV) -> embed -> train (SAIL) -> probe / evaluate -> report.
+# Run: snakemake --cores all --resources gpu=1   (config: config/config.yaml)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/download.smk"
+include: "workflow/rules/curate.smk"
+include: "workflow/rules/convert.smk"
+include: "workflow/rules/embed.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/probe.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        "results/report/summary.md",
+
+
+onsuccess:
+    print_summary("results/report/summary.md")

@@ -1,0 +1,99 @@
+"""`vlalign <stage>`: every workflow stage as a command that also works without Snakemake."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from vlalign.config import ConfigError, load_config
+from vlalign.stages import stage_settings
+
+
+def _settings(args: argparse.Namespace, stage: str, **wildcards: str) -> dict:
+    """The stage's settings: as given by the workflow (--settings) or derived from a config file."""
+    if args.settings:
+        try:
+            return json.loads(args.settings)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
+    config = load_config(args.config)
+    try:
+        return stage_settings(config, stage, **wildcards)
+    except KeyError as exc:
+        raise ConfigError(f"{args.config}: {exc.args[0]!r} is not defined there") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlalign", description=__doc__)
+    sub = parser.add_subparsers(dest="stage", required=True)
+
+    def stage(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--config", default="config/config.yaml", help="workflow config file (default: %(default)s)")
+        group.add_argument("--settings", help="this stage's settings as JSON (how the Snakemake rules call it)")
+        return p
+
+    p = stage("download", "fetch a source into webdataset shards + manifest")
+    p.add_argument("--source", required=True, help="source name (a key of `sources`)")
+    p.add_argument("--out", required=True, help="output folder: {split}/shard-*.tar + manifest.parquet")
+
+    p = stage("curate", "filter the training pool; write curated shards + decisions.parquet")
+    p.add_argument("--inputs", nargs="+", required=True, help="shard folders of the pool")
+    p.add_argument("--out", required=True)
+
+    p = stage("convert", "webdataset shards -> FFCV .beton + a sample table")
+    p.add_argument("--inputs", nargs="+", required=True, help="shard folders")
+    p.add_argument("--beton", required=True)
+    p.add_argument("--table", required=True)
+
+    p = stage("embed", "frozen-encoder embeddings of a dataset (images from the .beton, or captions)")
+    p.add_argument("--encoder", required=True, help="encoder alias (a key of `encoders`)")
+    p.add_argument("--dataset", required=True, help="dataset name, for tracking")
+    p.add_argument("--beton", required=True)
+    p.add_argument("--table", required=True)
+    p.add_argument("--out", required=True)
+
+    for name, help in (("train", "train SAIL alignment layers"), ("probe", "SAIL's linear alignment probe")):
+        p = stage(name, help)
+        p.add_argument("--image-embeddings", required=True)
+        p.add_argument("--text-embeddings", required=True)
+        p.add_argument("--out", required=True)
+        if name == "train":
+            p.add_argument("--run", required=True, help="run name (a key of train.runs)")
+        else:
+            p.add_argument("--eval-image-embeddings", required=True)
+            p.add_argument("--eval-text-embeddings", required=True)
+
+    p = stage("evaluate", "zero-shot classification and retrieval of a trained run")
+    p.add_argument("--run", required=True)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--eval-dir", required=True, help="results folder holding beton/ and embeddings/")
+    p.add_argument("--out", required=True, help="metrics.json")
+
+    p = stage("report", "one table of every run and probe")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files of evaluations and probes")
+    p.add_argument("--out", required=True, help="output folder: summary.md, summary.csv")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from vlalign import commands
+
+    wildcards = {k: getattr(args, k) for k in ("source", "encoder", "run") if getattr(args, k, None)}
+    try:
+        settings = _settings(args, args.stage, **wildcards)
+        getattr(commands, args.stage)(settings, args)
+    except ConfigError as exc:
+        print(f"vlalign {args.stage}: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"vlalign {args.stage}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""Each stage run as one MLflow run: settings in, outputs written atomically, metrics logged."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from vlalign.io import atomic_dir, write_json
+from vlalign.tracking import stage_run
+
+
+def _run(rule: str, settings: dict, **wildcards: str):
+    return stage_run(rule, settings, experiment=settings["experiment"], tracking_uri=settings["tracking_uri"],
+                     wildcards=wildcards)  # fmt: skip
+
+
+def _print_summary(stage: str, summary: dict) -> None:
+    print(f"vlalign {stage}: " + json.dumps(summary, sort_keys=True), flush=True)
+
+
+def download(settings: dict, args: argparse.Namespace) -> None:
+    from vlalign.download import run_download
+
+    with _run("download", settings, source=args.source) as run:
+        summary = run_download(args.source, settings["source"], args.out, settings["deb_cache"],
+                               settings["samples_per_shard"])  # fmt: skip
+        run.log_metrics(summary)
+        run.log_output("manifest", Path(args.out) / "manifest.parquet")
+        run.log_output("shards", args.out)
+    _print_summary("download", summary)
+
+
+def curate(settings: dict, args: argparse.Namespace) -> None:
+    from vlalign.curate.run import run_curate
+
+    with _run("curate", settings) as run:
+        summary = run_curate(args.inputs, args.out, settings["curate"], settings["samples_per_shard"])
+        run.log_metrics(summary)
+        run.log_output("decisions", Path(args.out) / "decisions.parquet")
+        run.log_output("filters_figure", Path(args.out) / "filters.png")
+        run.log_output("shards", Path(args.out) / "shards")
+    _print_summary("curate", summary)
+
+
+def convert(settings: dict, args: argparse.Namespace) -> None:
+    from vlalign.data.shards import shard_paths  # noqa: F401  (fails early with a clear error if a folder is empty)
+    from vlalign.store.beton import write_beton
+
+    dataset = Path(args.beton).stem
+    with _run("convert", settings, dataset=dataset) as run:
+        for folder in args.inputs:
+            shard_paths(folder)
+        c = settings["convert"]
+        summary = write_beton([Path(f) for f in args.inputs], Path(args.beton), Path(args.table),
+                              max_resolution=c["max_resolution"], jpeg_quality=c["jpeg_quality"],
+                              num_workers=c["num_workers"])  # fmt: skip
+        skipped = summary.pop("skipped", [])
+        summary["skipped"] = len(skipped)
+        run.log_metrics(summary)
+        run.log_output("beton", args.beton)
+        run.log_output("table", args.table)
+    for item in skipped:
+        print(f"vlalign convert: skipped {item['key']}: {item['reason']}", flush=True)
+    _print_summary("convert", summary)
+
+
+def embed(settings: dict, args: argparse.Namespace) -> None:
+    from vlalign.embed import embed_images, embed_texts
+    from vlalign.encoders import is_text_spec
+
+    encoder = settings["encoder"]
+    options = {k: encoder[k] for k in ("path", "pooling", "max_length", "prefix")}
+    with _run("embed", settings, dataset=args.dataset, encoder=args.encoder) as run:
+        if is_text_spec(encoder["spec"]):
+            summary = embed_texts(args.table, encoder["spec"], options, args.out, batch_size=encoder["batch_size"],
+                                  device=settings["embed"]["device"])  # fmt: skip
+        else:
+            summary = embed_images(args.beton, args.table, encoder["spec"], options, args.out,
+                                   batch_size=encoder["batch_size"], num_workers=settings["embed"]["num_workers"],
+                                   device=settings["embed"]["device"])  # fmt: skip
+        run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        run.log_output("embeddings", args.out)
+    _print_summary("embed", summary)
+
+
+def _paired_embeddings(image_dir: str, text_dir: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Image and text embeddings of the same samples, row for row; refuses stores that disagree."""
+    from vlalign.store.embeddings import open_embeddings
+
+    images, texts = open_embeddings(image_dir), open_embeddings(text_dir)
+    if list(images.keys) != list(texts.keys):
+        raise ValueError(f"{image_dir} and {text_dir} do not hold the same samples in the same order")
+    return images.to_numpy(), texts.to_numpy(), list(images.keys)
+
+
+def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path) -> tuple[object, list[dict]]:
+    from vlalign.align.checkpoint import save_checkpoint
+    from vlalign.align.trainer import train_alignment
+    from vlalign.embed import resolve_device
+
+    image_emb, text_emb, keys = _paired_embeddings(args.image_embeddings, args.text_embeddings)
+    device = resolve_device(settings["device"])
+
+    def log_fn(step: int, metrics: dict) -> None:
+        run.log_metrics(metrics, step=step)
+
+    result = train_alignment(image_emb, text_emb, settings["train"], log_fn=log_fn, device=device)
+    extra = {"encoders": settings["encoders"], "image_dim": int(image_emb.shape[1]), "text_dim": int(text_emb.shape[1]),
+             "train_pairs": len(keys)}  # fmt: skip
+    save_checkpoint(out, result.model, extra)
+    pd.DataFrame(result.history).to_csv(out / "curves.csv", index=False)
+    return result.model, result.history
+
+
+def train(settings: dict, args: argparse.Namespace) -> None:
+    from vlalign.evaluate.plots import plot_training_curves
+
+    with _run("train", settings, run=args.run) as run:
+        with atomic_dir(args.out) as tmp:
+            _, history = _train_and_save(settings, args, run, tmp)
+            plot_training_curves(history, tmp / "curves.png", title=f"training run {args.run}")
+            final = {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}
+            write_json(tmp / "train_summary.json", final)
+        for name in ("model.safetensors", "model.json", "curves.csv", "curves.png"):
+            run.log_output(name.replace(".", "_"), Path(args.out) / name)
+    _print_summary("train", final)
+
+
+def _project(model, image_emb: np.ndarray, text_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        z_img = model.encode_image(torch.as_tensor(image_emb, dtype=torch.float32, device=device))
+        z_txt = model.encode_text(torch.as_tensor(text_emb, dtype=torch.float32, device=device))
+    return z_img.float().cpu().numpy(), z_txt.float().cpu().numpy()
+
+
+def probe(settings: dict, args: argparse.Namespace) -> None:
+    from vlalign.evaluate.metrics import retrieval_recall
+
+    pair = f"{settings['encoders']['image']['alias']}__{settings['encoders']['text']['alias']}"
+    with _run("probe", settings, pair=pair) as run:
+        with atomic_dir(args.out) as tmp:
+            model, _ = _train_and_save(settings, args, run, tmp)
+            image_emb, text_emb, _ = _paired_embeddings(args.eval_image_embeddings, args.eval_text_embeddings)
+            z_img, z_txt = _project(model, image_emb, text_emb)
+            metrics = retrieval_recall(z_img, z_txt, np.arange(len(z_txt)), ks=tuple(settings["ks"]))
+            # SAIL's alignment-probing score: retrieval R@10 averaged over both directions.
+            metrics["alignment_score"] = metrics.get("mean_recall_at_10", float("nan"))
+            metrics = {f"{Path(args.eval_text_embeddings).parent.name}.{k}": v for k, v in metrics.items()}
+            write_json(tmp / "metrics.json", {"name": f"probe:{pair}", "metrics": metrics})
+        run.log_metrics(metrics)
+        run.log_output("metrics", Path(args.out) / "metrics.json")
+    _print_summary("probe", metrics)
+
+
+def evaluate(settings: dict, args: argparse.Namespace) -> None:
+    from vlalign.evaluate.run import evaluate_checkpoint
+
+    with _run("evaluate", settings, run=args.run) as run:
+        metrics = evaluate_checkpoint(args.checkpoint, Path(args.eval_dir), settings)
+        write_json(args.out, {"name": args.run, "metrics": metrics})
+        run.log_metrics(metrics)
+        run.log_output("metrics", args.out)
+        train_run = _find_train_run(run, args.run)
+        if train_run is not None:
+            # Also on the trained model's own run, so the MLflow UI compares runs by their metrics.
+            run.log_metrics(metrics, run_id=train_run)
+    _print_summary("evaluate", metrics)
+
+
+def _find_train_run(run, run_name: str) -> str | None:
+    if run.run_id is None:
+        return None
+    try:
+        experiment_id = run.client.get_run(run.run_id).info.experiment_id
+        found = run.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.rule = 'train' and tags.`wildcard.run` = '{run_name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except Exception as exc:
+        run.errors.append(f"finding the train run failed: {exc}")
+        return None
+    return found[0].info.run_id if found else None
+
+
+def report(settings: dict, args: argparse.Namespace) -> None:
+    from vlalign.evaluate.report import write_report
+
+    with _run("report", settings) as run:
+        table = write_report([Path(p) for p in args.metrics], Path(args.out))
+        run.log_output("summary_md", Path(args.out) / "summary.md")
+        run.log_output("summary_csv", Path(args.out) / "summary.csv")
+    print(table, flush=True)

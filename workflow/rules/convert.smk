@@ -1,0 +1,19 @@
+rule convert:
+    input:
+        unpack(convert_input),
+    output:
+        beton="results/beton/{dataset}.beton",
+        table="results/beton/{dataset}.parquet",
+    params:
+        settings=settings("convert"),
+        folder=convert_folder,
+    threads: config["convert"]["num_workers"]
+    log:
+        "results/logs/convert/{dataset}.log",
+    benchmark:
+        "results/benchmarks/convert/{dataset}.tsv"
+    conda:
+        "../../envs/vlalign.yaml"
+    shell:
+        "vlalign convert --settings {params.settings:q} --inputs {params.folder:q}"
+        " --beton {output.beton:q} --table {output.table:q} > {log:q} 2>&1"

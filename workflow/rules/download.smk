@@ -1,0 +1,13 @@
+rule download:
+    output:
+        directory("results/download/{source}"),
+    params:
+        settings=settings("download"),
+    log:
+        "results/logs/download/{source}.log",
+    benchmark:
+        "results/benchmarks/download/{source}.tsv"
+    conda:
+        "../../envs/vlalign.yaml"
+    shell:
+        "vlalign download --settings {params.settings:q} --source {wildcards.source:q} --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,23 @@
+rule probe:
+    input:
+        image=embeddings("pool", IMAGE_ENCODER),
+        text=embeddings("pool", TEXT_ENCODER),
+        eval_image=embeddings(eval_dataset(config["probe"]["eval_source"]), IMAGE_ENCODER),
+        eval_text=embeddings(eval_dataset(config["probe"]["eval_source"]), TEXT_ENCODER),
+    output:
+        directory(f"results/probe/{PAIR}"),
+    params:
+        settings=settings("probe"),
+    resources:
+        gpu=1,
+    log:
+        f"results/logs/probe/{PAIR}.log",
+    benchmark:
+        f"results/benchmarks/probe/{PAIR}.tsv"
+    conda:
+        "../../envs/vlalign.yaml"
+    shell:
+        "vlalign probe --settings {params.settings:q}"
+        " --image-embeddings {input.image:q} --text-embeddings {input.text:q}"
+        " --eval-image-embeddings {input.eval_image:q} --eval-text-embeddings {input.eval_text:q}"
+        " --out {output:q} > {log:q} 2>&1"

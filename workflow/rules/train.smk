@@ -1,0 +1,24 @@
+rule train:
+    input:
+        image=embeddings("pool", IMAGE_ENCODER),
+        text=embeddings("pool", TEXT_ENCODER),
+    output:
+        report(
+            directory("results/train/{run}"),
+            patterns=["curves.png"],
+            caption="../report/train.rst",
+            category="Training",
+        ),
+    params:
+        settings=settings("train"),
+    resources:
+        gpu=1,
+    log:
+        "results/logs/train/{run}.log",
+    benchmark:
+        "results/benchmarks/train/{run}.tsv"
+    conda:
+        "../../envs/vlalign.yaml"
+    shell:
+        "vlalign train --settings {params.settings:q} --run {wildcards.run:q}"
+        " --image-embeddings {input.image:q} --text-embeddings {input.text:q} --out {output:q} > {log:q} 2>&1"
