@@ -1,0 +1,89 @@
+import pandas as pd
+import pytest
+
+from vlalign.data.shards import iter_samples, shard_paths
+from vlalign.data.sources import openclipart_title, safe_key
+from vlalign.download import check_image, run_download, select_items, split_of
+from vlalign.data.sources import SourceItem
+
+
+def source(type_, **kw):
+    return {"type": type_, "package": None, "eval_fraction": 0, "max_items": None, "per_class": None, **kw}
+
+
+def test_tuxpaint_shards_manifest_and_split(deb_cache, tmp_path):
+    out = tmp_path / "tuxpaint"
+    summary = run_download("tuxpaint", source("debian_tuxpaint", eval_fraction=0.25), out, deb_cache, 10)
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    assert summary["items"] == len(manifest) == 49
+    assert summary["items"] == summary["ok"] + summary["failed"] + summary["skipped"]
+    assert summary["failed"] == 1 and manifest.loc[manifest.status == "failed", "error"].tolist() == ["no_caption"]
+    assert 0 < summary["ok_eval"] < summary["ok_train"]
+    train = list(iter_samples(shard_paths(out / "train")))
+    evals = list(iter_samples(shard_paths(out / "eval")))
+    assert len(train) + len(evals) == 48
+    assert {s.key for s in train}.isdisjoint({s.key for s in evals})
+    sample = train[0]
+    assert sample.caption.startswith("A ") and "=" not in sample.caption  # English line only
+    assert sample.meta["source"] == "tuxpaint" and sample.meta["category"] in {"animals", "food", "vehicles", "plants"}
+    assert len(list(shard_paths(out / "train"))) == -(-len(train) // 10)
+
+
+def test_download_is_deterministic(deb_cache, tmp_path):
+    cfg = source("debian_tuxpaint", eval_fraction=0.3)
+    run_download("tuxpaint", cfg, tmp_path / "a", deb_cache, 100)
+    run_download("tuxpaint", cfg, tmp_path / "b", deb_cache, 100)
+    a = pd.read_parquet(tmp_path / "a" / "manifest.parquet")
+    b = pd.read_parquet(tmp_path / "b" / "manifest.parquet")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_openclipart_failures_are_accounted(deb_cache, tmp_path):
+    out = tmp_path / "oc"
+    summary = run_download("openclipart", source("debian_openclipart"), out, deb_cache, 100)
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    broken = manifest[manifest.origin.str.contains("broken_image")]
+    assert broken.status.tolist() == ["failed"] and broken.error.iloc[0].startswith("decode_error")
+    assert summary["ok"] == 33 and summary["failed"] == 1
+    assert "red circle artist" in manifest.caption.tolist()
+
+
+def test_fashion_mnist_per_class_subset(deb_cache, tmp_path):
+    out = tmp_path / "fm"
+    summary = run_download("fashion_mnist", source("debian_fashion_mnist", eval_fraction=1, per_class=2), out, deb_cache, 100)
+    assert summary == {**summary, "items": 60, "ok": 20, "skipped": 40, "ok_eval": 20}
+    samples = list(iter_samples(shard_paths(out / "eval")))
+    assert sorted({s.caption for s in samples}) == sorted({s.meta["category"] for s in samples})
+    assert len({s.caption for s in samples}) == 10
+
+
+def test_unknown_package_fails_with_its_name(tmp_path):
+    bad = source("debian_tuxpaint", package="no-such-package-vlalign")
+    with pytest.raises(RuntimeError, match="no-such-package-vlalign"):
+        run_download("tuxpaint", bad, tmp_path / "x", tmp_path / "debs", 10)
+    assert not (tmp_path / "x").exists()
+
+
+def test_keys_and_titles():
+    assert safe_key("a/b") != safe_key("a_b")
+    assert "." not in safe_key("x.y+z") and "/" not in safe_key("x/y")
+    assert openclipart_title("chemistry_flask_matthew__02") == "chemistry flask matthew"
+    assert split_of("k", 0.0) == "train" and split_of("k", 1.0) == "eval"
+
+
+def test_check_image_rejects_garbage_and_bombs():
+    assert check_image(b"nope")[2].startswith("decode_error")
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (9000, 8000)).save(buf, format="PNG")
+    assert check_image(buf.getvalue())[2] == "too_many_pixels"
+
+
+def test_select_items_per_class_and_max():
+    items = [SourceItem(key=f"k{i}", origin="", category=str(i % 3)) for i in range(30)]
+    assert len(select_items(items, None, 2)) == 6
+    assert len(select_items(items, 5, None)) == 5
+    assert select_items(items, 5, None) == select_items(list(reversed(items)), 5, None)
