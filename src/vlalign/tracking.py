@@ -83,12 +83,13 @@ class StageRun:
         self.run_id = run_id
         self.errors: list[str] = []
 
-    def _call(self, what: str, fn, *args, run_id: str | None = None, **kwargs) -> None:
+    def _call(self, what: str, method: str, *args, run_id: str | None = None, **kwargs) -> None:
+        """Call `MlflowClient.<method>(run_id, ...)`; a store error is reported and remembered."""
         run_id = run_id or self.run_id
         if run_id is None:
             return
         try:
-            fn(run_id, *args, **kwargs)
+            getattr(self.client, method)(run_id, *args, **kwargs)
         except Exception as exc:  # the store failing must not lose the stage's outputs
             message = f"MLflow {what} failed: {type(exc).__name__}: {exc}"
             self.errors.append(message)
@@ -100,7 +101,7 @@ class StageRun:
         flat = flatten(params)
         batch = [Param(k, v[:6000]) for k, v in flat.items()]
         for start in range(0, len(batch), 100):
-            self._call("log params", self.client.log_batch, params=batch[start : start + 100])
+            self._call("log params", "log_batch", params=batch[start : start + 100])
 
     def log_metrics(self, metrics: dict, step: int | None = None, run_id: str | None = None) -> None:
         """Log numeric values; `run_id` logs to another run (an evaluation onto its trained model)."""
@@ -115,11 +116,11 @@ class StageRun:
             if isinstance(v, (int, float)) and not isinstance(v, bool)
         ]
         for start in range(0, len(batch), 500):
-            self._call("log metrics", self.client.log_batch, metrics=batch[start : start + 500], run_id=run_id)
+            self._call("log metrics", "log_batch", metrics=batch[start : start + 500], run_id=run_id)
 
     def set_tags(self, tags: dict) -> None:
         for key, value in tags.items():
-            self._call("set tag", self.client.set_tag, key, str(value))
+            self._call("set tag", "set_tag", key, str(value))
 
     def log_output(self, name: str, path: str | os.PathLike) -> None:
         """Small files become artifacts; large files and folders are recorded as path + sha256."""
@@ -127,7 +128,7 @@ class StageRun:
         digest, size = path_digest(path)
         self.set_tags({f"output.{name}.path": str(path.resolve()), f"output.{name}.sha256": digest, f"output.{name}.bytes": size})
         if path.is_file() and size <= SMALL_ARTIFACT_BYTES:
-            self._call("log artifact", self.client.log_artifact, str(path))
+            self._call("log artifact", "log_artifact", str(path))
 
 
 @contextlib.contextmanager
@@ -154,8 +155,8 @@ def stage_run(
     try:
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=uri)
         with _store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
             experiment_obj = client.get_experiment_by_name(experiment)
             if experiment_obj is None:
                 artifacts = None
@@ -178,4 +179,4 @@ def stage_run(
     finally:
         if run.errors and status == "FINISHED":
             run.set_tags({"tracking_errors": len(run.errors)})
-        run._call("end run", lambda run_id: run.client.set_terminated(run_id, status=status))
+        run._call("end run", "set_terminated", status=status)
