@@ -1,0 +1,208 @@
+"""Embedding store: one folder per (dataset, encoder), float16 parts memory-mapped on read.
+
+Layout: `part-00000.npy`, ... (rows x dim, float16), `index.parquet` (row, key), `meta.json`.
+meta.json is written last: a folder without it is unfinished. While writing, `progress.json`
+and one `part-NNNNN.keys.npy` per part record the finished parts so a killed job resumes
+from the last finished part instead of from zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..io import atomic_path, write_json
+
+DTYPE = np.float16
+PROGRESS = "progress.json"
+
+
+def _part_name(index: int) -> str:
+    return f"part-{index:05d}.npy"
+
+
+def _keys_name(index: int) -> str:
+    return f"part-{index:05d}.keys.npy"
+
+
+def _store_files(folder: Path) -> list[Path]:
+    """The files a store folder may hold, finished or temporary; nothing else is touched."""
+    names = ("part-*.npy", ".*.part", "index.parquet", "meta.json", PROGRESS)
+    return [path for pattern in names for path in folder.glob(pattern)]
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:  # a file object, so np.save does not append ".npy" to the temp name
+            np.save(f, array, allow_pickle=False)
+
+
+class EmbeddingWriter:
+    """Appends (features, keys) in order; parts are written atomically as they fill."""
+
+    def __init__(self, out_dir: str | os.PathLike, dim: int, rows_per_part: int = 65536,
+                 meta: dict | None = None, resume: bool = False):
+        self.out_dir = Path(out_dir)
+        self.dim = int(dim)
+        self.rows_per_part = int(rows_per_part)
+        self.meta = dict(meta or {})
+        if self.meta.get("dim", self.dim) != self.dim:
+            raise ValueError(f"{self.out_dir}: meta says dim {self.meta['dim']} but the writer has {self.dim}")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._parts: list[int] = []  # rows of each finished part
+        self._buffer: list[np.ndarray] = []
+        self._buffer_keys: list[str] = []
+        self._buffered = 0
+        if resume and (self.out_dir / PROGRESS).exists():
+            self._load_progress()
+        else:
+            self._clear()
+
+    @property
+    def rows_done(self) -> int:
+        """Rows safely on disk in finished parts: where a resumed job restarts."""
+        return sum(self._parts)
+
+    def _settings(self) -> dict:
+        return {"dim": self.dim, "rows_per_part": self.rows_per_part, "meta": self.meta}
+
+    def _load_progress(self) -> None:
+        progress = json.loads((self.out_dir / PROGRESS).read_text())
+        expected = json.loads(json.dumps(self._settings(), default=str))  # as write_json stored it
+        if {k: progress.get(k) for k in expected} != expected:
+            raise ValueError(
+                f"{self.out_dir}: unfinished embeddings were written with other settings "
+                f"({progress.get('meta', {}).get('spec')}, dim {progress.get('dim')}); "
+                "delete the folder or start without resume"
+            )
+        self._parts = list(progress["parts"])
+        finished = {_part_name(i) for i in range(len(self._parts))}
+        finished |= {_keys_name(i) for i in range(len(self._parts))}
+        # Anything else is from after the last finished part: it will be written again.
+        for path in _store_files(self.out_dir):
+            if path.name not in finished and path.name != PROGRESS:
+                path.unlink()
+
+    def _clear(self) -> None:
+        # meta.json goes first so an interrupted clear never leaves a folder that looks complete.
+        (self.out_dir / "meta.json").unlink(missing_ok=True)
+        for path in _store_files(self.out_dir):
+            path.unlink()
+
+    def append(self, features: np.ndarray, keys: list[str]) -> None:
+        features = np.asarray(features)
+        if features.ndim != 2 or features.shape[1] != self.dim:
+            raise ValueError(f"{self.out_dir}: expected features of shape (N, {self.dim}), got {features.shape}")
+        if len(keys) != len(features):
+            raise ValueError(f"{self.out_dir}: {len(features)} feature rows but {len(keys)} keys")
+        with np.errstate(over="ignore"):  # overflow is reported just below, naming the store
+            half = features.astype(DTYPE)
+        if not np.isfinite(half).all():
+            raise ValueError(f"{self.out_dir}: features are not finite in float16 (NaN, or beyond ±65504)")
+        self._buffer.append(half)
+        self._buffer_keys.extend(str(k) for k in keys)
+        self._buffered += len(half)
+        while self._buffered >= self.rows_per_part:
+            self._flush(self.rows_per_part)
+
+    def _flush(self, rows: int) -> None:
+        block = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+        index = len(self._parts)
+        _save_npy(self.out_dir / _keys_name(index), np.array(self._buffer_keys[:rows], dtype=str))
+        _save_npy(self.out_dir / _part_name(index), block[:rows])
+        self._parts.append(rows)
+        write_json(self.out_dir / PROGRESS, {**self._settings(), "parts": self._parts})
+        self._buffer = [block[rows:]] if rows < len(block) else []
+        self._buffer_keys = self._buffer_keys[rows:]
+        self._buffered -= rows
+
+    def close(self) -> dict:
+        """Write the last part, index.parquet, then meta.json; returns the meta."""
+        if self._buffered:
+            self._flush(self._buffered)
+        keys = np.concatenate(
+            [np.load(self.out_dir / _keys_name(i), allow_pickle=False) for i in range(len(self._parts))]
+        ) if self._parts else np.array([], dtype=str)
+        index = pd.DataFrame({"row": np.arange(len(keys), dtype=np.int64), "key": keys.astype(object)})
+        with atomic_path(self.out_dir / "index.parquet") as tmp:
+            index.to_parquet(tmp, index=False)
+        meta = {
+            **self.meta,
+            "dim": self.dim,
+            "count": self.rows_done,
+            "dtype": np.dtype(DTYPE).name,
+            "rows_per_part": self.rows_per_part,
+            "parts": [{"file": _part_name(i), "rows": rows} for i, rows in enumerate(self._parts)],
+        }
+        write_json(self.out_dir / "meta.json", meta)
+        for i in range(len(self._parts)):
+            (self.out_dir / _keys_name(i)).unlink()
+        (self.out_dir / PROGRESS).unlink(missing_ok=True)  # absent when no part was ever written
+        return meta
+
+
+class EmbeddingStore:
+    """Read side: parts stay memory-mapped; `read` gathers rows, `to_numpy` materialises all."""
+
+    def __init__(self, path: Path, meta: dict, parts: list[np.ndarray], keys: list[str]):
+        self.path = path
+        self.meta = meta
+        self.dim = int(meta["dim"])
+        self.keys = keys
+        self._parts = parts
+        self._starts = np.cumsum([0] + [len(p) for p in parts])
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def read(self, rows) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"{self.path}: rows must be in [0, {len(self)})")
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        part_of = np.searchsorted(self._starts, rows, side="right") - 1
+        for part in np.unique(part_of):
+            chosen = part_of == part
+            out[chosen] = self._parts[part][rows[chosen] - self._starts[part]]
+        return out
+
+    def to_numpy(self, dtype=np.float32) -> np.ndarray:
+        out = np.empty((len(self), self.dim), dtype=dtype)
+        for start, part in zip(self._starts, self._parts):
+            out[start:start + len(part)] = part
+        return out
+
+
+def open_embeddings(path: str | os.PathLike) -> EmbeddingStore:
+    """Open a finished store; an unfinished or damaged one raises naming the folder or file."""
+    path = Path(path)
+    meta_path = path / "meta.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{path}: no meta.json, so the embeddings are missing or unfinished")
+    meta = json.loads(meta_path.read_text())
+    dim = int(meta["dim"])
+    parts = []
+    for entry in meta["parts"]:
+        part_path = path / entry["file"]
+        if not part_path.exists():
+            raise FileNotFoundError(f"{part_path}: part listed in meta.json is missing")
+        try:
+            part = np.load(part_path, mmap_mode="r", allow_pickle=False)
+        except ValueError as exc:
+            raise ValueError(f"{part_path}: not a readable .npy part ({exc})") from exc
+        if part.dtype != np.dtype(meta["dtype"]) or part.shape != (entry["rows"], dim):
+            raise ValueError(
+                f"{part_path}: expected {meta['dtype']} of shape ({entry['rows']}, {dim}), "
+                f"found {part.dtype} {part.shape}"
+            )
+        parts.append(part)
+    index = pd.read_parquet(path / "index.parquet", columns=["row", "key"]).sort_values("row")
+    if len(index) != meta["count"] or not np.array_equal(index["row"].to_numpy(), np.arange(meta["count"])):
+        raise ValueError(f"{path / 'index.parquet'}: rows do not match the {meta['count']} embeddings")
+    if sum(len(p) for p in parts) != meta["count"]:
+        raise ValueError(f"{meta_path}: parts hold {sum(len(p) for p in parts)} rows, meta says {meta['count']}")
+    return EmbeddingStore(path, meta, parts, index["key"].tolist())
