@@ -7,7 +7,7 @@ import timm
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer, ViTConfig, ViTImageProcessor, ViTModel
 
-from vlalign.encoders import ImageEncoder, TextEncoder, create_encoder
+from vlalign.encoders import ImageEncoder, TextEncoder, create_encoder, is_text_spec
 
 TINY_VIT = dict(img_size=32, depth=1, embed_dim=32, num_heads=2)
 TINY_RESNET = dict(layers=[1, 1, 1, 1], channels=(8, 16, 32, 64), stem_width=8)
@@ -163,6 +163,13 @@ def test_hf_vit_poolings(tmp_path, pooling):
     cls, patch = tokens[:, 0], tokens[:, 1:].mean(dim=1)
     expected = {"cls": cls, "patch": patch, "concat": torch.cat([cls, patch], dim=1)}[pooling]
     torch.testing.assert_close(encoder(images), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_is_text_spec():
+    assert [is_text_spec(s) for s in ("all-minilm-l6-v2", "st:x", "hf-text:x", "efficientnet-lite0", "timm:x", "hf:x")] \
+        == [True, True, True, False, False, False]
+    with pytest.raises(ValueError, match="accepted forms"):
+        is_text_spec("clip")
 
 
 def test_bad_specs_and_options():

