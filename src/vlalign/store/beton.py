@@ -1,0 +1,205 @@
+"""FFCV `.beton` of the images (square, padded on white) plus a parquet table of everything else.
+
+The .beton holds `image` and `row`; row r of the table (key, caption, source, category, the
+sample's full json) describes the image stored with row r.
+
+ffcv's DatasetWriter waits forever on a worker that raised, so images are decoded once up
+front: undecodable ones are skipped and reported, and only the good ones reach ffcv.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from ..data.shards import Sample, decode_rgb, iter_samples, shard_paths
+from ..io import atomic_path
+
+WHITE = (255, 255, 255)
+
+
+def square_on_white(image: Image.Image, max_resolution: int) -> Image.Image:
+    """Shrink so the longer side is at most max_resolution, then pad to a centred square on white,
+    so that a later center crop keeps the whole picture."""
+    scale = max_resolution / max(image.size)
+    if scale < 1:
+        size = tuple(max(1, round(side * scale)) for side in image.size)
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    side = max(image.size)
+    canvas = Image.new("RGB", (side, side), WHITE)
+    canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
+    return canvas
+
+
+def _check_decodes(item: tuple[Sample, str]) -> tuple[Sample, str, str | None]:
+    sample, source = item
+    try:
+        decode_rgb(sample.image)
+    except Exception as exc:  # any decoder failure means "skip and report", never a crash
+        return sample, source, f"{type(exc).__name__}: {exc}"
+    return sample, source, None
+
+
+class _SpilledImages:
+    """ffcv's indexable dataset over image bytes spilled to one file (offsets kept in memory)."""
+
+    def __init__(self, spill: Path, offsets: np.ndarray, max_resolution: int, failures):
+        self.spill = spill
+        self.offsets = offsets
+        self.max_resolution = max_resolution
+        self.failures = failures
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, row: int):
+        try:
+            with open(self.spill, "rb") as f:
+                f.seek(self.offsets[row])
+                data = f.read(self.offsets[row + 1] - self.offsets[row])
+            image = square_on_white(decode_rgb(data), self.max_resolution)
+        except Exception:
+            # Already decoded once, so this is an I/O fault; raising here would hang ffcv, so
+            # count it and let write_beton fail after the writer returns.
+            with self.failures.get_lock():
+                self.failures.value += 1
+            image = Image.new("RGB", (1, 1), WHITE)
+        return np.asarray(image), row
+
+
+def _page_size(max_resolution: int) -> int:
+    # A page must hold the largest encoded image; a JPEG stays below twice the raw pixels.
+    from ffcv.writer import MIN_PAGE_SIZE
+
+    needed = max(MIN_PAGE_SIZE, 2 * 3 * max_resolution**2)
+    return 1 << (needed - 1).bit_length()
+
+
+def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path,
+                max_resolution: int = 256, jpeg_quality: int = 90, num_workers: int = 2) -> dict:
+    """Write the decodable images of the shards to `beton_path` and their table to `table_path`.
+
+    Returns {"written": n, "skipped": [{"key", "reason"}]}. Both outputs appear only on success.
+    """
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    beton_path, table_path = Path(beton_path), Path(table_path)
+    beton_path.parent.mkdir(parents=True, exist_ok=True)
+    rows, skipped, seen = [], [], {}
+    with tempfile.TemporaryDirectory(prefix=".spill-", dir=beton_path.parent) as spill_dir:
+        spill = Path(spill_dir) / "images.bin"
+        offsets = [0]
+        samples = (
+            (sample, Path(folder).name)
+            for folder in shard_folders for sample in iter_samples(shard_paths(folder))
+        )
+        with open(spill, "wb") as out, multiprocessing.Pool(num_workers) as pool:
+            checked = pool.imap(_check_decodes, samples, chunksize=16)
+            for sample, source, reason in tqdm(checked, desc="decode", unit="img"):
+                if sample.key in seen:
+                    raise ValueError(f"duplicate key {sample.key!r} in {seen[sample.key]} and {source}")
+                seen[sample.key] = source
+                if reason is not None:
+                    skipped.append({"key": sample.key, "reason": reason})
+                    continue
+                out.write(sample.image)
+                offsets.append(offsets[-1] + len(sample.image))
+                rows.append(_table_row(len(rows), sample, source))
+        if not rows:
+            raise ValueError(f"no decodable images in {[str(f) for f in shard_folders]}")
+
+        failures = multiprocessing.Value("i", 0)
+        dataset = _SpilledImages(spill, np.array(offsets, dtype=np.int64), max_resolution, failures)
+        fields = {
+            "image": RGBImageField(write_mode="jpg", max_resolution=max_resolution, jpeg_quality=jpeg_quality),
+            "row": IntField(),
+        }
+        # Both land together: the table is renamed right after the .beton, never before it.
+        with atomic_path(table_path) as table_tmp, atomic_path(beton_path) as beton_tmp:
+            pd.DataFrame(rows).to_parquet(table_tmp, index=False)
+            writer = DatasetWriter(str(beton_tmp), fields, page_size=_page_size(max_resolution),
+                                   num_workers=num_workers)
+            writer.from_indexed_dataset(dataset)
+            if failures.value:
+                raise OSError(f"{beton_path}: {failures.value} images failed when re-read from {spill}")
+    return {"written": len(rows), "skipped": skipped}
+
+
+def _table_row(row: int, sample: Sample, folder: str) -> dict:
+    return {
+        "row": row,
+        "key": sample.key,
+        "caption": sample.caption,
+        # The sample's own source name when the downloader recorded one, else its shard folder.
+        "source": str(sample.meta.get("source") or folder),
+        "category": None if sample.meta.get("category") is None else str(sample.meta["category"]),
+        "meta_json": json.dumps(sample.meta, sort_keys=True),
+    }
+
+
+def _field_metadata(reader, name: str) -> np.ndarray:
+    """Per-sample metadata of one field (ffcv names the record's columns f0, f1, ... by position)."""
+    return reader.metadata[f"f{reader.field_names.index(name)}"]
+
+
+def _check_beton(path: Path) -> None:
+    """Structural check, so a truncated or foreign file fails here naming it, not deep in ffcv."""
+    from ffcv.reader import Reader
+
+    try:
+        reader = Reader(str(path))
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable .beton ({type(exc).__name__}: {exc})") from exc
+    problems = []
+    if len(reader.metadata) != reader.num_samples:
+        problems.append(f"{len(reader.metadata)} of {reader.num_samples} sample records")
+    if set(reader.field_names) != {"image", "row"}:
+        problems.append(f"fields {reader.field_names}, expected image and row")
+    elif not np.isin(_field_metadata(reader, "image")["data_ptr"], reader.alloc_table["ptr"]).all():
+        problems.append("image data missing from the allocation table (truncated?)")
+    end = reader.alloc_table["ptr"] + reader.alloc_table["size"]
+    if len(end) and end.max() > reader.header["alloc_table_ptr"]:
+        problems.append("image data runs past the data region")
+    if problems:
+        raise ValueError(f"{path}: damaged .beton: {'; '.join(problems)}")
+
+
+def image_loader(beton_path: Path, image_size: int, batch_size: int, num_workers: int,
+                 device: str = "cpu", indices=None):
+    """ffcv Loader yielding (uint8 NCHW image_size² images, int rows) in row order, last batch kept.
+
+    `indices` restricts to those rows (still in order), e.g. to resume after the rows done.
+    Batches are views into buffers ffcv reuses: consume or copy each before the next.
+    """
+    import torch
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import ToDevice, ToTensor, ToTorchImage
+
+    beton_path = Path(beton_path)
+    if not beton_path.exists():
+        raise FileNotFoundError(f"{beton_path}: no such .beton")
+    _check_beton(beton_path)
+    image_pipeline = [CenterCropRGBImageDecoder((image_size, image_size), ratio=1.0), ToTensor()]
+    row_pipeline = [IntDecoder(), ToTensor()]
+    if torch.device(device).type == "cuda":
+        image_pipeline.append(ToDevice(torch.device(device), non_blocking=True))
+    image_pipeline.append(ToTorchImage())
+    return Loader(
+        str(beton_path),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        order=OrderOption.SEQUENTIAL,
+        drop_last=False,  # ffcv's default drops the last partial batch
+        indices=None if indices is None else np.asarray(indices),
+        pipelines={"image": image_pipeline, "row": row_pipeline},
+    )
