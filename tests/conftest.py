@@ -73,7 +73,7 @@ def build_openclipart(work: Path, out_dir: Path) -> Path:
             folder = art / category
             folder.mkdir(parents=True, exist_ok=True)
             shape_image(shape, rgb, (120, 100)).save(folder / f"{colour}_{shape}_artist_01.png")
-            shape_image(shape, rgb, (30, 100)).save(folder / f"thin_{colour}_{shape}_01.png")  # fails aspect ratio
+            shape_image(shape, rgb, (40, 140)).save(folder / f"thin_{colour}_{shape}_01.png")  # fails aspect ratio
     shape_image("square", (1, 2, 3), (100, 100)).save(art / "food" / "x_01.png")  # one-word title
     (art / "food" / "broken_image_01.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")  # undecodable
     return _build_deb(work, "openclipart-png", out_dir)

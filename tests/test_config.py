@@ -1,0 +1,51 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vlalign.config import ConfigError, load_config, probe_settings, train_settings, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def demo():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def test_demo_config_is_valid_and_defaults_are_filled(demo):
+    config = validate_config(demo)
+    assert config["train"]["defaults"]["logit_bias_init"] == -10.0
+    assert config["sources"]["openclipart"]["max_items"] is None
+    assert train_settings(config, "sail")["lr"] == demo["train"]["defaults"]["lr"]
+    assert probe_settings(config)["head"] == "linear"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(bogus=1), "bogus"),
+        (lambda c: c["train"]["defaults"].update(lr="fast"), "train.defaults.lr"),
+        (lambda c: c["train"]["runs"].update(x={"head": "huge"}), "train.runs.x.head"),
+        (lambda c: c["train"]["runs"].update(x={"lrr": 1}), "train.runs.x"),
+        (lambda c: c["curate"].update(min_side=-1), "curate.min_side"),
+        (lambda c: c.update(image_encoder="nope"), "image_encoder"),
+        (lambda c: c["curate"].update(sources=["missing"]), "curate.sources"),
+        (lambda c: c["evaluate"].update(retrieval=["openclipart"]), "no eval split"),
+        (lambda c: c["sources"]["tuxpaint"].update(type="ftp"), "sources.tuxpaint.type"),
+        (lambda c: c["evaluate"].update(templates=["no placeholder"]), "evaluate.templates.0"),
+    ],
+)
+def test_bad_config_is_refused_naming_the_key(demo, edit, message):
+    bad = copy.deepcopy(demo)
+    edit(bad)
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        validate_config(bad)
+
+
+def test_unreadable_config_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("a: [1")
+    with pytest.raises(ConfigError, match=str(path)):
+        load_config(path)
