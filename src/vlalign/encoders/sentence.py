@@ -46,7 +46,9 @@ class SentenceEncoder(TextEncoder):
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         # SentenceTransformer.encode already sorts by length, pads per batch and restores order.
-        return self.model.encode(
-            texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False,
+        # A tensor back, so bf16 output under CUDA autocast is converted here, not by numpy.
+        features = self.model.encode(
+            texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=False,
             show_progress_bar=False,
         )
+        return features.float().cpu().numpy()
