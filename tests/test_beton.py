@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 from ffcv.reader import Reader
-
 from fixtures_models import BROKEN, SAMPLES, write_test_shards
+
 from vlalign.data.shards import Sample, ShardWriter
 from vlalign.store import beton
 from vlalign.store.beton import image_loader, write_beton

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from fixtures_models import write_test_shards
+
 from vlalign.embed import embed_images, embed_texts, resolve_device
 from vlalign.encoders import create_encoder
 from vlalign.store.beton import image_loader, write_beton

@@ -166,8 +166,8 @@ def test_hf_vit_poolings(tmp_path, pooling):
 
 
 def test_is_text_spec():
-    assert [is_text_spec(s) for s in ("all-minilm-l6-v2", "st:x", "hf-text:x", "efficientnet-lite0", "timm:x", "hf:x")] \
-        == [True, True, True, False, False, False]
+    specs = ("all-minilm-l6-v2", "st:x", "hf-text:x", "efficientnet-lite0", "timm:x", "hf:x")
+    assert [is_text_spec(s) for s in specs] == [True, True, True, False, False, False]
     with pytest.raises(ValueError, match="accepted forms"):
         is_text_spec("clip")
 

@@ -9,9 +9,9 @@ front: undecodable ones are skipped and reported, and only the good ones reach f
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
-import os
 import tempfile
 from pathlib import Path
 
@@ -46,6 +46,13 @@ def _check_decodes(item: tuple[Sample, str]) -> tuple[Sample, str, str | None]:
     except Exception as exc:  # any decoder failure means "skip and report", never a crash
         return sample, source, f"{type(exc).__name__}: {exc}"
     return sample, source, None
+
+
+def _checked(samples, pool, window: int = 512):
+    """Decode-check in the pool a window at a time: Pool.imap would queue every shard's bytes at once."""
+    samples = iter(samples)
+    while chunk := list(itertools.islice(samples, window)):
+        yield from pool.map(_check_decodes, chunk, chunksize=16)
 
 
 class _SpilledImages:
@@ -103,8 +110,7 @@ def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path,
             for folder in shard_folders for sample in iter_samples(shard_paths(folder))
         )
         with open(spill, "wb") as out, multiprocessing.Pool(num_workers) as pool:
-            checked = pool.imap(_check_decodes, samples, chunksize=16)
-            for sample, source, reason in tqdm(checked, desc="decode", unit="img"):
+            for sample, source, reason in tqdm(_checked(samples, pool), desc="decode", unit="img"):
                 if sample.key in seen:
                     raise ValueError(f"duplicate key {sample.key!r} in {seen[sample.key]} and {source}")
                 seen[sample.key] = source

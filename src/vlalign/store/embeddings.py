@@ -36,9 +36,9 @@ def _store_files(folder: Path) -> list[Path]:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:  # a file object, so np.save does not append ".npy" to the temp name
-            np.save(f, array, allow_pickle=False)
+    # A file object, so np.save does not append ".npy" to the temp name.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
 
 
 class EmbeddingWriter:
@@ -172,7 +172,7 @@ class EmbeddingStore:
 
     def to_numpy(self, dtype=np.float32) -> np.ndarray:
         out = np.empty((len(self), self.dim), dtype=dtype)
-        for start, part in zip(self._starts, self._parts):
+        for start, part in zip(self._starts[:-1], self._parts, strict=True):
             out[start:start + len(part)] = part
         return out
 
