@@ -55,6 +55,14 @@ def test_fashion_mnist_per_class_subset(deb_cache, tmp_path):
     samples = list(iter_samples(shard_paths(out / "eval")))
     assert sorted({s.caption for s in samples}) == sorted({s.meta["category"] for s in samples})
     assert len({s.caption for s in samples}) == 10
+    inverted = tmp_path / "fm_inv"
+    run_download("fashion_mnist", source("debian_fashion_mnist", eval_fraction=1, per_class=2, invert=True), inverted, deb_cache, 100)
+    first, first_inverted = samples[0], next(iter_samples(shard_paths(inverted / "eval")))
+    assert first.key == first_inverted.key
+    from vlalign.data.shards import decode_rgb
+    import numpy as np
+
+    assert (np.asarray(decode_rgb(first.image)) == 255 - np.asarray(decode_rgb(first_inverted.image))).all()
 
 
 def test_unknown_package_fails_with_its_name(tmp_path):

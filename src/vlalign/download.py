@@ -65,7 +65,7 @@ def download_debian(name: str, source: dict, out_dir: Path, deb_cache: Path, sam
     started = time.time()
     deb = fetch_deb(package, deb_cache)
     with tempfile.TemporaryDirectory(prefix=f"vlalign-{name}-", dir=deb_cache) as extract_to:
-        items = list(reader(extract_deb(deb, extract_to)))
+        items = list(reader(extract_deb(deb, extract_to), source))
     seen: dict[str, str] = {}
     for item in items:
         if item.key in seen:

@@ -51,7 +51,7 @@ def hash_fraction(key: str) -> float:
     return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / float(1 << 48)
 
 
-def tuxpaint_items(root: Path) -> Iterator[SourceItem]:
+def tuxpaint_items(root: Path, options: dict) -> Iterator[SourceItem]:
     """Tux Paint stamps: `stamps/{category}/.../{name}.png` with the English caption in `{name}.txt`."""
     stamps = root / "usr/share/tuxpaint/stamps"
     for png in sorted(stamps.rglob("*.png")):
@@ -78,7 +78,7 @@ def openclipart_title(stem: str) -> str:
     return re.sub(r"[\s_-]+", " ", title).strip()
 
 
-def openclipart_items(root: Path) -> Iterator[SourceItem]:
+def openclipart_items(root: Path, options: dict) -> Iterator[SourceItem]:
     art = root / "usr/share/openclipart/png"
     for png in sorted(art.rglob("*.png")):
         rel = png.relative_to(art)
@@ -101,8 +101,12 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(tuple(int(d) for d in dims))
 
 
-def fashion_mnist_items(root: Path) -> Iterator[SourceItem]:
-    """The Fashion-MNIST test set (10 classes); each image becomes a PNG captioned by its class name."""
+def fashion_mnist_items(root: Path, options: dict) -> Iterator[SourceItem]:
+    """The Fashion-MNIST test set (10 classes); each image becomes a PNG captioned by its class name.
+
+    With `invert`, garments are stored dark on white, as the clip-art of the demo's
+    training pool is drawn, instead of white on black.
+    """
     from PIL import Image
 
     folder = root / "usr/share/datasets/fashion-mnist"
@@ -110,6 +114,8 @@ def fashion_mnist_items(root: Path) -> Iterator[SourceItem]:
     labels = _read_idx(folder / "t10k-labels-idx1-ubyte.gz")
     if len(images) != len(labels):
         raise ValueError(f"{folder}: {len(images)} images but {len(labels)} labels")
+    if options.get("invert"):
+        images = 255 - images
     for index, (pixels, label) in enumerate(zip(images, labels)):
         buffer = io.BytesIO()
         Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
@@ -124,8 +130,8 @@ def fashion_mnist_items(root: Path) -> Iterator[SourceItem]:
         )
 
 
-# type -> (default Debian package, item reader)
-DEBIAN_SOURCES: dict[str, tuple[str, Callable[[Path], Iterator[SourceItem]]]] = {
+# type -> (default Debian package, item reader taking the extracted root and the source's options)
+DEBIAN_SOURCES: dict[str, tuple[str, Callable[[Path, dict], Iterator[SourceItem]]]] = {
     "debian_tuxpaint": ("tuxpaint-stamps-default", tuxpaint_items),
     "debian_openclipart": ("openclipart-png", openclipart_items),
     "debian_fashion_mnist": ("dataset-fashion-mnist", fashion_mnist_items),
