@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vlalign.evaluate.aligned import paired_embeddings, project
 from vlalign.io import atomic_dir, write_json
 from vlalign.tracking import stage_run
 
@@ -87,22 +88,12 @@ def embed(settings: dict, args: argparse.Namespace) -> None:
     _print_summary("embed", summary)
 
 
-def _paired_embeddings(image_dir: str, text_dir: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Image and text embeddings of the same samples, row for row; refuses stores that disagree."""
-    from vlalign.store.embeddings import open_embeddings
-
-    images, texts = open_embeddings(image_dir), open_embeddings(text_dir)
-    if list(images.keys) != list(texts.keys):
-        raise ValueError(f"{image_dir} and {text_dir} do not hold the same samples in the same order")
-    return images.to_numpy(), texts.to_numpy(), list(images.keys)
-
-
 def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path) -> tuple[object, list[dict]]:
     from vlalign.align.checkpoint import save_checkpoint
     from vlalign.align.trainer import train_alignment
     from vlalign.embed import resolve_device
 
-    image_emb, text_emb, keys = _paired_embeddings(args.image_embeddings, args.text_embeddings)
+    image_emb, text_emb, keys = paired_embeddings(args.image_embeddings, args.text_embeddings)
     device = resolve_device(settings["device"])
 
     def log_fn(step: int, metrics: dict) -> None:
@@ -130,16 +121,6 @@ def train(settings: dict, args: argparse.Namespace) -> None:
     _print_summary("train", final)
 
 
-def _project(model, image_emb: np.ndarray, text_emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        z_img = model.encode_image(torch.as_tensor(image_emb, dtype=torch.float32, device=device))
-        z_txt = model.encode_text(torch.as_tensor(text_emb, dtype=torch.float32, device=device))
-    return z_img.float().cpu().numpy(), z_txt.float().cpu().numpy()
-
-
 def probe(settings: dict, args: argparse.Namespace) -> None:
     from vlalign.evaluate.metrics import retrieval_recall
 
@@ -147,8 +128,8 @@ def probe(settings: dict, args: argparse.Namespace) -> None:
     with _run("probe", settings, pair=pair) as run:
         with atomic_dir(args.out) as tmp:
             model, _ = _train_and_save(settings, args, run, tmp)
-            image_emb, text_emb, _ = _paired_embeddings(args.eval_image_embeddings, args.eval_text_embeddings)
-            z_img, z_txt = _project(model, image_emb, text_emb)
+            image_emb, text_emb, _ = paired_embeddings(args.eval_image_embeddings, args.eval_text_embeddings)
+            z_img, z_txt = project(model, image_emb, text_emb)
             metrics = retrieval_recall(z_img, z_txt, np.arange(len(z_txt)), ks=tuple(settings["ks"]))
             # SAIL's alignment-probing score: retrieval R@10 averaged over both directions.
             metrics["alignment_score"] = metrics.get("mean_recall_at_10", float("nan"))

@@ -19,22 +19,17 @@ def class_prompts(classnames: list[str], templates: list[str]) -> list[str]:
 
 def class_embeddings(model, text_encoder, classnames: list[str], templates: list[str]) -> np.ndarray:
     """One aligned embedding per class: the normalised mean of its normalised prompt embeddings."""
-    import torch
+    from vlalign.evaluate.aligned import project
 
-    raw = text_encoder.encode(class_prompts(classnames, templates))
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        aligned = model.encode_text(torch.as_tensor(raw, dtype=torch.float32, device=device)).float().cpu().numpy()
+    _, aligned = project(model, None, text_encoder.encode(class_prompts(classnames, templates)))
     per_class = aligned.reshape(len(classnames), len(templates), -1).mean(axis=1)
     return per_class / np.linalg.norm(per_class, axis=1, keepdims=True)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dict) -> dict:
     """Metrics named `{dataset}.{metric}` for every retrieval and zero-shot set in `settings["evaluate"]`."""
-    import torch
-
     from vlalign.align.checkpoint import load_checkpoint
-    from vlalign.commands import _paired_embeddings, _project
+    from vlalign.evaluate.aligned import paired_embeddings, project
     from vlalign.embed import resolve_device
     from vlalign.encoders import create_encoder
     from vlalign.evaluate.metrics import retrieval_recall, zeroshot_accuracy
@@ -48,12 +43,12 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dic
 
     def embeddings(dataset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         base = results_dir / "embeddings" / dataset
-        return _paired_embeddings(str(base / towers["image"]["alias"]), str(base / towers["text"]["alias"]))
+        return paired_embeddings(str(base / towers["image"]["alias"]), str(base / towers["text"]["alias"]))
 
     for source in ev["retrieval"]:
         dataset = eval_dataset(source)
         image_emb, text_emb, _ = embeddings(dataset)
-        z_img, z_txt = _project(model, image_emb, text_emb)
+        z_img, z_txt = project(model, image_emb, text_emb)
         found = retrieval_recall(z_img, z_txt, np.arange(len(z_txt)), ks=tuple(ev["ks"]))
         metrics.update({f"{dataset}.{k}": v for k, v in found.items()})
 
@@ -64,16 +59,15 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dic
         for source in ev["zeroshot"]:
             dataset = eval_dataset(source)
             table = pd.read_parquet(results_dir / "beton" / f"{dataset}.parquet")
-            image_emb, text_emb, keys = embeddings(dataset)
+            image_emb, _, keys = embeddings(dataset)
             categories = table.set_index("key").loc[keys, "category"]
             if categories.isna().any():
                 missing = categories[categories.isna()].index[0]
                 raise ValueError(f"{dataset}: sample {missing!r} has no category; zero-shot needs one per sample")
             classnames = sorted(categories.unique())
             labels = categories.map({name: i for i, name in enumerate(classnames)}).to_numpy()
-            z_img, _ = _project(model, image_emb, text_emb[:1])
-            with torch.inference_mode():
-                class_emb = class_embeddings(model, text_encoder, classnames, ev["templates"])
+            z_img, _ = project(model, image_emb, None)
+            class_emb = class_embeddings(model, text_encoder, classnames, ev["templates"])
             found = zeroshot_accuracy(z_img, labels, class_emb)
             metrics.update({f"{dataset}.zeroshot_{k}": v for k, v in found.items()})
             metrics[f"{dataset}.zeroshot_chance"] = 1.0 / len(classnames)

@@ -1,0 +1,30 @@
+"""Frozen-encoder embeddings of paired samples, and their projection through a trained aligner."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def paired_embeddings(image_dir: str, text_dir: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Image and text embeddings of the same samples, row for row; refuses stores that disagree."""
+    from vlalign.store.embeddings import open_embeddings
+
+    images, texts = open_embeddings(image_dir), open_embeddings(text_dir)
+    if list(images.keys) != list(texts.keys):
+        raise ValueError(f"{image_dir} and {text_dir} do not hold the same samples in the same order")
+    return images.to_numpy(), texts.to_numpy(), list(images.keys)
+
+
+def project(model, image_emb: np.ndarray | None, text_emb: np.ndarray | None) -> tuple[np.ndarray | None, ...]:
+    """The aligner's towers on frozen features: L2-normalised shared-space embeddings (None stays None)."""
+    import torch
+
+    device = next(model.parameters()).device
+
+    def run(tower, features):
+        if features is None:
+            return None
+        with torch.inference_mode():
+            return tower(torch.as_tensor(features, dtype=torch.float32, device=device)).float().cpu().numpy()
+
+    return run(model.encode_image, image_emb), run(model.encode_text, text_emb)

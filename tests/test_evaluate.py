@@ -1,0 +1,40 @@
+import numpy as np
+import torch
+
+from vlalign.align.heads import AlignmentModel
+from vlalign.evaluate.aligned import project
+from vlalign.evaluate.run import class_embeddings, class_prompts
+
+
+class FakeTextEncoder:
+    """Deterministic stand-in: one fixed random vector per distinct prompt."""
+
+    def __init__(self, dim):
+        self.dim = dim
+
+    def encode(self, texts, batch_size=256):
+        return np.stack([np.random.default_rng(abs(hash(t)) % 2**32).standard_normal(self.dim) for t in texts]).astype(np.float32)
+
+
+def test_class_prompts_order_is_class_major():
+    assert class_prompts(["cat", "dog"], ["a {}.", "the {}!"]) == ["a cat.", "the cat!", "a dog.", "the dog!"]
+
+
+def test_class_embeddings_average_prompts_per_class():
+    torch.manual_seed(0)
+    model = AlignmentModel(8, 6, head="linear", target_dim=4).eval()
+    encoder = FakeTextEncoder(6)
+    emb = class_embeddings(model, encoder, ["a", "b", "c"], ["x {}", "y {}"])
+    assert emb.shape == (3, 4)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1, rtol=1e-6)
+    _, prompts = project(model, None, encoder.encode(class_prompts(["b"], ["x {}", "y {}"])))
+    expected = prompts.mean(0) / np.linalg.norm(prompts.mean(0))
+    np.testing.assert_allclose(emb[1], expected, rtol=1e-5)
+
+
+def test_project_normalises_and_keeps_none():
+    model = AlignmentModel(8, 6, head="star", target_dim=4, width_factor=2).eval()
+    features = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float16)
+    z_img, z_txt = project(model, features, None)
+    assert z_txt is None and z_img.shape == (3, 4)
+    np.testing.assert_allclose(np.linalg.norm(z_img, axis=1), 1, rtol=1e-5)
