@@ -106,6 +106,12 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     assert "eval_tuxpaint.mean_recall_at_10" in train_run.data.metrics  # evaluation logged onto its model's run
     assert client.get_metric_history(train_run.info.run_id, "loss")
 
+    # Snakemake's HTML report registers the figures and the results table.
+    report = snakemake("--report", "report.html", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text()
+    assert all(name in html for name in ("curves.png", "filters.png", "summary.md"))
+
     # Nothing to do on a second invocation: outputs are complete and up to date.
     again = snakemake("--cores", "2", "--resources", "gpu=1", "-n", cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -4,7 +4,7 @@ rule report:
         probe=f"results/probe/{PAIR}",
         curation=report(
             "results/curate/pool",
-            patterns=["filters.png"],
+            patterns=["{name}.png"],
             caption="../report/curate.rst",
             category="Curation",
         ),

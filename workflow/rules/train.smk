@@ -5,7 +5,7 @@ rule train:
     output:
         report(
             directory("results/train/{run}"),
-            patterns=["curves.png"],
+            patterns=["{name}.png"],
             caption="../report/train.rst",
             category="Training",
         ),
