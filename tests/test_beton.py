@@ -131,3 +131,42 @@ def test_failure_inside_ffcv_workers_raises_instead_of_hanging(tmp_path, monkeyp
     with pytest.raises(OSError, match="10 images failed"):
         write_beton(folders, tmp_path / "x.beton", tmp_path / "x.parquet")
     assert not (tmp_path / "x.beton").exists() and not (tmp_path / "x.parquet").exists()
+
+
+def test_text_field_and_verification_pass(converted):
+    out, _ = converted
+    table = pd.read_parquet(out / "table.parquet")
+    texts = beton.read_texts(out / "data.beton")
+    assert [t["key"] for t in texts] == table["key"].tolist()
+    assert [t["caption"] for t in texts] == table["caption"].tolist()
+    assert beton.verify_beton(out / "data.beton", out / "table.parquet", num_workers=1) == {"verified": len(table)}
+
+
+def test_verification_catches_a_table_that_does_not_match(converted, tmp_path):
+    out, _ = converted
+    table = pd.read_parquet(out / "table.parquet")
+    table.iloc[:-1].to_parquet(tmp_path / "short.parquet")
+    with pytest.raises(ValueError, match="verification failed"):
+        beton.verify_beton(out / "data.beton", tmp_path / "short.parquet", num_workers=1)
+    swapped = table.copy()
+    swapped.loc[0, "caption"] = "something else"
+    swapped.to_parquet(tmp_path / "swapped.parquet")
+    with pytest.raises(ValueError, match="holds"):
+        beton.verify_beton(out / "data.beton", tmp_path / "swapped.parquet", num_workers=1)
+
+
+def test_raw_storage_keeps_pixels_exactly(tmp_path):
+    folders = write_test_shards(tmp_path)
+    write_beton(folders, tmp_path / "raw.beton", tmp_path / "raw.parquet", max_resolution=64, write_mode="raw",
+                num_workers=1)  # fmt: skip
+    write_beton(folders, tmp_path / "jpg.beton", tmp_path / "jpg.parquet", max_resolution=64, num_workers=1)
+    raw, _, _ = _all_batches(tmp_path / "raw.beton", image_size=64, batch_size=8, num_workers=1)
+    jpg, _, _ = _all_batches(tmp_path / "jpg.beton", image_size=64, batch_size=8, num_workers=1)
+    assert raw.shape == jpg.shape and not torch.equal(raw, jpg)  # JPEG is lossy, raw is not
+    from ffcv.fields.rgb_image import IMAGE_MODES
+
+    for name, mode in (("raw", "raw"), ("jpg", "jpg")):
+        modes = beton._field_metadata(Reader(str(tmp_path / f"{name}.beton")), "image")["mode"]
+        assert (modes == IMAGE_MODES[mode]).all()
+    with pytest.raises(ValueError, match="write_mode"):
+        write_beton(folders, tmp_path / "x.beton", tmp_path / "x.parquet", write_mode="png")

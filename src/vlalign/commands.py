@@ -48,8 +48,8 @@ def curate(settings: dict, args: argparse.Namespace) -> None:
 
 
 def convert(settings: dict, args: argparse.Namespace) -> None:
-    from vlalign.data.shards import shard_paths  # noqa: F401  (fails early with a clear error if a folder is empty)
-    from vlalign.store.beton import write_beton
+    from vlalign.data.shards import shard_paths
+    from vlalign.store.beton import verify_beton, write_beton
 
     dataset = Path(args.beton).stem
     with _run("convert", settings, dataset=dataset) as run:
@@ -58,9 +58,11 @@ def convert(settings: dict, args: argparse.Namespace) -> None:
         c = settings["convert"]
         summary = write_beton([Path(f) for f in args.inputs], Path(args.beton), Path(args.table),
                               max_resolution=c["max_resolution"], jpeg_quality=c["jpeg_quality"],
-                              num_workers=c["num_workers"])  # fmt: skip
+                              num_workers=c["num_workers"], write_mode=c["write_mode"])  # fmt: skip
         skipped = summary.pop("skipped", [])
         summary["skipped"] = len(skipped)
+        # Read every record back before anything downstream trusts the file.
+        summary.update(verify_beton(Path(args.beton), Path(args.table), num_workers=c["num_workers"]))
         run.log_metrics(summary)
         run.log_output("beton", args.beton)
         run.log_output("table", args.table)

@@ -1,7 +1,7 @@
 """FFCV `.beton` of the images (square, padded on white) plus a parquet table of everything else.
 
-The .beton holds `image` and `row`; row r of the table (key, caption, source, category, the
-sample's full json) describes the image stored with row r.
+The .beton holds `image`, `row` and `text` (JSON: key and caption); row r of the table (key,
+caption, source, category, the sample's full json) describes the record stored with row r.
 
 ffcv's DatasetWriter waits forever on a worker that raised, so images are decoded once up
 front: undecodable ones are skipped and reported, and only the good ones reach ffcv.
@@ -58,9 +58,10 @@ def _checked(samples, pool, window: int = 512):
 class _SpilledImages:
     """ffcv's indexable dataset over image bytes spilled to one file (offsets kept in memory)."""
 
-    def __init__(self, spill: Path, offsets: np.ndarray, max_resolution: int, failures):
+    def __init__(self, spill: Path, offsets: np.ndarray, texts: list[dict], max_resolution: int, failures):
         self.spill = spill
         self.offsets = offsets
+        self.texts = texts
         self.max_resolution = max_resolution
         self.failures = failures
 
@@ -79,7 +80,7 @@ class _SpilledImages:
             with self.failures.get_lock():
                 self.failures.value += 1
             image = Image.new("RGB", (1, 1), WHITE)
-        return np.asarray(image), row
+        return np.asarray(image), row, self.texts[row]
 
 
 def _page_size(max_resolution: int) -> int:
@@ -90,13 +91,21 @@ def _page_size(max_resolution: int) -> int:
     return 1 << (needed - 1).bit_length()
 
 
+WRITE_MODES = ("jpg", "raw")
+
+
 def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path,
-                max_resolution: int = 256, jpeg_quality: int = 90, num_workers: int = 2) -> dict:
+                max_resolution: int = 256, jpeg_quality: int = 90, num_workers: int = 2,
+                write_mode: str = "jpg") -> dict:
     """Write the decodable images of the shards to `beton_path` and their table to `table_path`.
 
-    Returns {"written": n, "skipped": [{"key", "reason"}]}. Both outputs appear only on success.
+    `write_mode` is "jpg" (compact) or "raw" (lossless pixels, larger). Returns {"written": n,
+    "skipped": [{"key", "reason"}]}. Both outputs appear only on success.
     """
-    from ffcv.fields import IntField, RGBImageField
+    from ffcv.fields import IntField, JSONField, RGBImageField
+
+    if write_mode not in WRITE_MODES:
+        raise ValueError(f"write_mode {write_mode!r}: expected one of {WRITE_MODES}")
     from ffcv.writer import DatasetWriter
 
     beton_path, table_path = Path(beton_path), Path(table_path)
@@ -124,10 +133,12 @@ def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path,
             raise ValueError(f"no decodable images in {[str(f) for f in shard_folders]}")
 
         failures = multiprocessing.Value("i", 0)
-        dataset = _SpilledImages(spill, np.array(offsets, dtype=np.int64), max_resolution, failures)
+        texts = [{"key": r["key"], "caption": r["caption"]} for r in rows]
+        dataset = _SpilledImages(spill, np.array(offsets, dtype=np.int64), texts, max_resolution, failures)
         fields = {
-            "image": RGBImageField(write_mode="jpg", max_resolution=max_resolution, jpeg_quality=jpeg_quality),
+            "image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=jpeg_quality),
             "row": IntField(),
+            "text": JSONField(),
         }
         # Both land together: the table is renamed right after the .beton, never before it.
         with atomic_path(table_path) as table_tmp, atomic_path(beton_path) as beton_tmp:
@@ -157,6 +168,9 @@ def _field_metadata(reader, name: str) -> np.ndarray:
     return reader.metadata[f"f{reader.field_names.index(name)}"]
 
 
+FIELDS = ("image", "row", "text")
+
+
 def _check_beton(path: Path) -> None:
     """Structural check, so a truncated or foreign file fails here naming it, not deep in ffcv."""
     from ffcv.reader import Reader
@@ -168,8 +182,8 @@ def _check_beton(path: Path) -> None:
     problems = []
     if len(reader.metadata) != reader.num_samples:
         problems.append(f"{len(reader.metadata)} of {reader.num_samples} sample records")
-    if set(reader.field_names) != {"image", "row"}:
-        problems.append(f"fields {reader.field_names}, expected image and row")
+    if set(reader.field_names) != set(FIELDS):
+        problems.append(f"fields {reader.field_names}, expected {', '.join(FIELDS)}")
     elif not np.isin(_field_metadata(reader, "image")["data_ptr"], reader.alloc_table["ptr"]).all():
         problems.append("image data missing from the allocation table (truncated?)")
     end = reader.alloc_table["ptr"] + reader.alloc_table["size"]
@@ -207,5 +221,42 @@ def image_loader(beton_path: Path, image_size: int, batch_size: int, num_workers
         order=OrderOption.SEQUENTIAL,
         drop_last=False,  # ffcv's default drops the last partial batch
         indices=None if indices is None else np.asarray(indices),
-        pipelines={"image": image_pipeline, "row": row_pipeline},
+        pipelines={"image": image_pipeline, "row": row_pipeline, "text": None},
     )
+
+
+def read_texts(beton_path: Path) -> list[dict]:
+    """The `text` records (key, caption) of every row, read back from the file itself."""
+    from ffcv.reader import Reader
+
+    reader = Reader(str(beton_path))
+    pointers = _field_metadata(reader, "text")
+    data = np.memmap(beton_path, dtype=np.uint8, mode="r")
+    return [json.loads(bytes(data[p : p + n]).split(b"\0", 1)[0]) for p, n in zip(pointers["ptr"], pointers["size"])]
+
+
+def verify_beton(beton_path: Path, table_path: Path, num_workers: int = 2, image_size: int = 32) -> dict:
+    """Read every record back (images decoded through ffcv's Loader, texts from the file) and check
+    them against the table: same count, rows in order, same keys and captions."""
+    beton_path = Path(beton_path)
+    table = pd.read_parquet(table_path, columns=["row", "key", "caption"])
+    decoded = 0
+    expected_row = 0
+    for images, rows in image_loader(beton_path, image_size, 256, num_workers):
+        rows = rows.reshape(-1).numpy()
+        if not np.array_equal(rows, np.arange(expected_row, expected_row + len(rows))):
+            raise ValueError(f"{beton_path}: rows out of order near row {expected_row}")
+        expected_row += len(rows)
+        decoded += len(images)
+    texts = read_texts(beton_path)
+    problems = []
+    if decoded != len(table) or len(texts) != len(table):
+        problems.append(f"{decoded} images and {len(texts)} texts read back, table {table_path} has {len(table)} rows")
+    else:
+        for (key, caption), text in zip(table[["key", "caption"]].itertuples(index=False), texts):
+            if text != {"key": key, "caption": caption}:
+                problems.append(f"row of {key!r} holds {text}")
+                break
+    if problems:
+        raise ValueError(f"{beton_path}: verification failed: {'; '.join(problems)}")
+    return {"verified": decoded}
