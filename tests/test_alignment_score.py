@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from vlalign.align.checkpoint import save_checkpoint
+from vlalign.align.heads import AlignmentModel
+from vlalign.curate.alignment import alignment_scores
+from vlalign.evaluate.aligned import project
+from vlalign.store.embeddings import EmbeddingWriter
+
+
+def store(path, array, keys):
+    writer = EmbeddingWriter(path, array.shape[1], meta={"spec": "test"})
+    writer.append(array, keys)
+    writer.close()
+
+
+def test_scores_are_the_pair_cosines_in_store_order(tmp_path):
+    rng = np.random.default_rng(0)
+    images, texts = rng.standard_normal((50, 12)), rng.standard_normal((50, 7))
+    keys = [f"k{i:02d}" for i in range(50)]
+    store(tmp_path / "img", images, keys)
+    store(tmp_path / "txt", texts, keys)
+    model = AlignmentModel(12, 7, head="mlp", target_dim=5, width_factor=2).eval()
+    save_checkpoint(tmp_path / "ckpt", model, {})
+    scores = alignment_scores(tmp_path / "ckpt", tmp_path / "img", tmp_path / "txt", batch_size=16)
+    assert scores["key"].tolist() == keys
+    z_img, z_txt = project(model, images.astype(np.float16), texts.astype(np.float16))
+    np.testing.assert_allclose(scores["alignment_score"], (z_img * z_txt).sum(1), rtol=1e-5, atol=1e-6)
+    assert scores["alignment_score"].between(-1, 1).all()
+
+
+def test_stores_of_different_samples_are_refused(tmp_path):
+    store(tmp_path / "img", np.ones((3, 4)), ["a", "b", "c"])
+    store(tmp_path / "txt", np.ones((3, 4)), ["a", "c", "b"])
+    save_checkpoint(tmp_path / "ckpt", AlignmentModel(4, 4, head="linear", target_dim=2), {})
+    with pytest.raises(ValueError, match="same samples"):
+        alignment_scores(tmp_path / "ckpt", tmp_path / "img", tmp_path / "txt")
