@@ -14,7 +14,8 @@ from PIL import Image
 
 from vlalign.data.debian import extract_deb, fetch_deb
 from vlalign.data.shards import Sample, ShardWriter
-from vlalign.data.sources import DEBIAN_SOURCES, SourceItem, hash_fraction
+from vlalign.data.sources import DEBIAN_SOURCES, SourceItem, hash_fraction, split_of
+from vlalign.data.url_download import UrlListDownload
 from vlalign.io import atomic_dir, atomic_path
 from vlalign.progress import Progress
 
@@ -52,10 +53,6 @@ def select_items(items: list[SourceItem], max_items: int | None, per_class: int 
         taken[category] += 1
         keys.append(key)
     return set(keys[:max_items] if max_items is not None else keys)
-
-
-def split_of(key: str, eval_fraction: float) -> str:
-    return "eval" if hash_fraction("split:" + key) < eval_fraction else "train"
 
 
 def download_debian(name: str, source: dict, out_dir: Path, deb_cache: Path, samples_per_shard: int) -> dict:
@@ -130,4 +127,8 @@ def summarize_manifest(manifest: pd.DataFrame, seconds: float = 0.0) -> dict:
 def run_download(name: str, source: dict, out_dir: str | Path, deb_cache: str | Path, samples_per_shard: int) -> dict:
     if source["type"] in DEBIAN_SOURCES:
         return download_debian(name, source, Path(out_dir), Path(deb_cache), samples_per_shard)
+    if source["type"] == "url_list":
+        started = time.time()
+        manifest = UrlListDownload(name, source, Path(out_dir), samples_per_shard).run()
+        return summarize_manifest(manifest, seconds=time.time() - started)
     raise ValueError(f"sources.{name}.type: unknown source type {source['type']!r}")

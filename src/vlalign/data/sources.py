@@ -51,6 +51,10 @@ def hash_fraction(key: str) -> float:
     return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / float(1 << 48)
 
 
+def split_of(key: str, eval_fraction: float) -> str:
+    return "eval" if hash_fraction("split:" + key) < eval_fraction else "train"
+
+
 def tuxpaint_items(root: Path, options: dict) -> Iterator[SourceItem]:
     """Tux Paint stamps: `stamps/{category}/.../{name}.png` with the English caption in `{name}.txt`."""
     stamps = root / "usr/share/tuxpaint/stamps"

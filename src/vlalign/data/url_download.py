@@ -1,0 +1,233 @@
+"""A URL list downloaded into split shards, one chunk of input rows at a time, resumable after a kill.
+
+Rows are cut into chunks of `samples_per_shard`. Chunk i becomes `train/shard-{i:06d}.tar`
+and `eval/shard-{i:06d}.tar` (absent when empty), `chunks/{i:06d}.parquet` (the outcome of
+each of its rows) and, written last, `chunks/{i:06d}.json`: the rows it covers, a
+fingerprint of those rows and of the settings that shape the result, its shards' sizes and
+its counts. A chunk whose record matches is finished and is never fetched again.
+Everything lives in a work folder beside the output (Snakemake deletes an unfinished
+output, not this folder), which is renamed onto the output once every chunk is finished.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+
+from vlalign.data.fetch import Fetcher
+from vlalign.data.images import inspect_image
+from vlalign.data.manifest import manifest_frame, manifest_row
+from vlalign.data.parallel import ordered_map
+from vlalign.data.shards import Sample, ShardWriter
+from vlalign.data.sources import hash_fraction, safe_key, split_of
+from vlalign.data.url_table import extras_as_json, read_url_table
+from vlalign.io import atomic_path, sha256_json
+from vlalign.progress import Progress
+
+SPLITS = ("train", "eval")
+# Settings that change what a row's outcome is; a chunk finished under others is fetched again.
+SHAPING_SETTINGS = ("eval_fraction", "max_bytes", "max_pixels", "min_side")
+
+
+@dataclass
+class _Task:
+    chunk: int
+    key: str
+    url: str | None
+    caption: str | None
+    selected: bool
+    meta: dict
+
+
+def work_dir(out_dir: Path) -> Path:
+    return out_dir.with_name(f".{out_dir.name}.inprogress")
+
+
+def _text(value) -> str | None:
+    return None if value is None or pd.isna(value) or not str(value).strip() else str(value).strip()
+
+
+def _subset(keys: pd.Series, usable: pd.Series, max_items: int | None) -> pd.Series:
+    """Rows taken by `max_items`: the usable keys with the lowest hashes, as `select_items` ranks them."""
+    if max_items is None:
+        return pd.Series(True, index=keys.index)
+    ranks = keys[usable].map(hash_fraction).sort_values(kind="stable")
+    return keys.index.to_series().isin(ranks.index[:max_items])
+
+
+class UrlListDownload:
+    def __init__(self, name: str, source: dict, out_dir: Path, samples_per_shard: int):
+        if source.get("per_class") is not None:
+            raise ValueError(f"sources.{name}: per_class needs categories, which a url_list does not have")
+        self.name, self.source, self.out_dir = name, source, out_dir
+        self.work = work_dir(out_dir)
+        self.chunk_size = samples_per_shard
+        self.fetcher = Fetcher(source["max_bytes"], source["timeout_s"], source["retries"])
+        table, self.extras = read_url_table(source["path"], source["url_col"], source["caption_col"])
+        if table.empty:
+            raise ValueError(f"sources.{name}.path: {source['path']} has no rows")
+        table.insert(0, "key", [safe_key(f"{name}_{index:09d}") for index in range(len(table))])
+        usable = table["url"].map(_text).notna() & table["caption"].map(_text).notna()
+        table["selected"] = _subset(table["key"], usable, source["max_items"])
+        self.table = table
+        self.n_chunks = math.ceil(len(table) / self.chunk_size)
+
+    def rows(self, chunk: int) -> pd.DataFrame:
+        return self.table.iloc[chunk * self.chunk_size : (chunk + 1) * self.chunk_size]
+
+    def row_range(self, chunk: int) -> list[int]:
+        """[first, last + 1]: the input rows (0-based, header not counted) that `chunk` covers."""
+        return [chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, len(self.table))]
+
+    def fingerprint(self, chunk: int) -> str:
+        settings = {key: self.source[key] for key in SHAPING_SETTINGS}
+        rows = self.rows(chunk).to_json(orient="values")
+        return sha256_json({"source": self.name, "settings": settings, "rows": rows})
+
+    def record_path(self, chunk: int) -> Path:
+        return self.work / "chunks" / f"{chunk:06d}.json"
+
+    def _finished_files(self, chunk: int) -> list[Path] | None:
+        """The files of `chunk` when its record matches the current rows and settings, else None."""
+        record_path = self.record_path(chunk)
+        if not record_path.exists():
+            return None
+        record = json.loads(record_path.read_text())
+        shards = {self.work / split / f"shard-{chunk:06d}.tar": size for split, size in record["shard_bytes"].items()}
+        current = record["fingerprint"] == self.fingerprint(chunk) and record["rows"] == self.row_range(chunk)
+        # A shard cut short or replaced since (a copy gone wrong) makes the chunk unfinished again.
+        intact = all(path.exists() and path.stat().st_size == size for path, size in shards.items())
+        files = [record_path, record_path.with_suffix(".parquet"), *shards]
+        return files if current and intact and files[1].exists() else None
+
+    def _remove_stale(self, kept: set[Path]) -> None:
+        """Files of unfinished chunks, of chunks an earlier, longer input had, or half-written ones."""
+        shutil.rmtree(self.work / "tmp", ignore_errors=True)
+        for folder in ("chunks", *SPLITS):
+            for path in (self.work / folder).glob("*"):
+                if path not in kept:
+                    path.unlink()
+        for leftover in ("manifest.parquet", "SOURCE"):
+            (self.work / leftover).unlink(missing_ok=True)
+
+    def _tasks(self, chunks: list[int]) -> Iterator[_Task]:
+        for chunk in chunks:
+            rows = self.rows(chunk)
+            for (_, row), meta in zip(rows.iterrows(), extras_as_json(rows, self.extras), strict=True):
+                yield _Task(chunk, row["key"], _text(row["url"]), _text(row["caption"]), bool(row["selected"]), meta)
+
+    def _outcome(self, task: _Task) -> tuple[int, dict, Sample | None]:
+        """The chunk, manifest row and (when usable) sample of one input row; runs in a pool thread."""
+        row = manifest_row(task.key, self.name, task.url, task.caption)
+        if task.url is None:
+            row["error"] = "no_url"
+        elif task.caption is None:
+            row["error"] = "no_caption"
+        elif not task.selected:
+            row.update(status="skipped", error="not_in_subset")
+        else:
+            fetched = self.fetcher.fetch(task.url)
+            row.update(bytes=fetched.received, error=fetched.error, detail=fetched.detail)
+            if fetched.error is None:
+                check = inspect_image(fetched.data, self.source["max_pixels"], self.source["min_side"])
+                row.update(width=check.width, height=check.height, error=check.error, detail=check.detail)
+                if check.error is None:
+                    split = split_of(task.key, self.source["eval_fraction"])
+                    row.update(status="ok", split=split)
+                    meta = {**task.meta, "source": self.name, "origin": task.url,
+                            "width": check.width, "height": check.height}  # fmt: skip
+                    return task.chunk, row, Sample(task.key, check.data, check.ext, task.caption, meta)
+        return task.chunk, row, None
+
+    def run(self) -> pd.DataFrame:
+        """Fetch every unfinished chunk, then move the work folder onto the output; the manifest."""
+        files = {chunk: self._finished_files(chunk) for chunk in range(self.n_chunks)}
+        finished = {chunk for chunk, paths in files.items() if paths is not None}
+        self._remove_stale({path for chunk in finished for path in files[chunk]})
+        todo = [chunk for chunk in range(self.n_chunks) if chunk not in finished]
+        if finished:
+            print(f"download {self.name}: resuming, {len(finished)} of {self.n_chunks} chunks already finished",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        progress = Progress(f"download {self.name}", total=len(self.table))
+        progress.update(sum(len(self.rows(chunk)) for chunk in finished))
+        writer: _ChunkWriter | None = None
+        for chunk, row, sample in ordered_map(self._outcome, self._tasks(todo), self.source["threads"]):
+            if writer is None or writer.chunk != chunk:
+                if writer is not None:
+                    writer.finish()
+                writer = _ChunkWriter(self, chunk)
+            writer.add(row, sample)
+            progress.update(1)
+        if writer is not None:
+            writer.finish()
+        progress.close()
+        return self._finalize()
+
+    def _finalize(self) -> pd.DataFrame:
+        chunks = self.work / "chunks"
+        manifest = pd.concat([pd.read_parquet(chunks / f"{chunk:06d}.parquet") for chunk in range(self.n_chunks)],
+                             ignore_index=True)  # fmt: skip
+        with atomic_path(self.work / "manifest.parquet") as part:
+            manifest.to_parquet(part, index=False)
+        (self.work / "SOURCE").write_text(f"url_list {Path(self.source['path']).resolve()}\n")
+        shutil.rmtree(self.work / "tmp", ignore_errors=True)
+        if self.out_dir.exists():
+            shutil.rmtree(self.out_dir)
+        os.replace(self.work, self.out_dir)
+        return manifest
+
+
+class _ChunkWriter:
+    """The shards and records of one chunk, put in place only when all its rows are written."""
+
+    def __init__(self, download: UrlListDownload, chunk: int):
+        self.download, self.chunk = download, chunk
+        self.tmp = download.work / "tmp" / f"{chunk:06d}"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.writers: dict[str, ShardWriter] = {}
+        self.rows: list[dict] = []
+        self.started = time.time()
+
+    def add(self, row: dict, sample: Sample | None) -> None:
+        self.rows.append(row)
+        if sample is not None:
+            split = row["split"]
+            if split not in self.writers:
+                # One shard per split and chunk: it holds at most the chunk's rows.
+                self.writers[split] = ShardWriter(self.tmp / split, self.download.chunk_size)
+            self.writers[split].write(sample)
+
+    def finish(self) -> None:
+        work, chunk = self.download.work, self.chunk
+        shard_bytes = {}
+        for split, writer in self.writers.items():
+            (shard,) = writer.close()
+            shard_bytes[split] = shard.stat().st_size
+            (work / split).mkdir(parents=True, exist_ok=True)
+            os.replace(shard, work / split / f"shard-{chunk:06d}.tar")
+        frame = manifest_frame(self.rows)
+        (work / "chunks").mkdir(parents=True, exist_ok=True)
+        with atomic_path(work / "chunks" / f"{chunk:06d}.parquet") as part:
+            frame.to_parquet(part, index=False)
+        record = {
+            "chunk": chunk,
+            "rows": self.download.row_range(chunk),
+            "fingerprint": self.download.fingerprint(chunk),
+            "shard_samples": {split: writer.total for split, writer in self.writers.items()},
+            "shard_bytes": shard_bytes,
+            "status": {status: int(n) for status, n in frame["status"].value_counts().items()},
+            "seconds": round(time.time() - self.started, 2),
+        }
+        # The record comes last: its presence is what marks the chunk finished.
+        with atomic_path(self.download.record_path(chunk)) as part:
+            part.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+        shutil.rmtree(self.tmp, ignore_errors=True)

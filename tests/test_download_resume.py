@@ -1,0 +1,138 @@
+"""An interrupted url_list download, run again, fetches no finished chunk twice and ends as an uninterrupted one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from http_fixture import ImageServer
+from source_config import source_config
+
+from vlalign.data import url_download
+from vlalign.data.shards import iter_samples, shard_paths
+from vlalign.download import run_download
+
+CHUNK = 3
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    srv = ImageServer().start()
+    yield srv
+    srv.stop()
+
+
+def write_list(server: ImageServer, path: Path, n: int = 20, query: str = "") -> list[str]:
+    paths = [f"/jpg/r{i}" if i % 5 else f"/missing/{i}" for i in range(n)]  # every fifth row is a 404
+    pd.DataFrame({"url": [server.url(p) + query for p in paths], "caption": [f"row {i}" for i in range(n)],
+                  "rank": list(range(n))}).to_parquet(path)  # fmt: skip
+    return paths
+
+
+def contents(out: Path) -> dict:
+    return {split: [(s.key, s.image, s.caption, s.meta) for s in iter_samples(shard_paths(out / split))]
+            for split in ("train", "eval") if (out / split).exists()}  # fmt: skip
+
+
+def finished_chunk_paths(work: Path, paths: list[str]) -> list[str]:
+    rows = [json.loads(p.read_text())["rows"] for p in sorted((work / "chunks").glob("*.json"))]
+    return [paths[i] for start, stop in rows for i in range(start, stop)]
+
+
+def test_resume_after_a_crash_and_a_cut_shard(server, tmp_path, monkeypatch):
+    paths = write_list(server, tmp_path / "urls.parquet")
+    source = source_config("url_list", path=str(tmp_path / "urls.parquet"), eval_fraction=0.3, threads=4, retries=0)
+    run_download("web", source, tmp_path / "whole", None, CHUNK)
+    whole = pd.read_parquet(tmp_path / "whole" / "manifest.parquet")
+    server.hits.clear()
+
+    finish = url_download._ChunkWriter.finish
+    calls = []
+
+    def crash_after_three(self):
+        if len(calls) == 3:
+            raise RuntimeError("injected crash")
+        calls.append(self.chunk)
+        finish(self)
+
+    monkeypatch.setattr(url_download._ChunkWriter, "finish", crash_after_three)
+    out = tmp_path / "web"
+    with pytest.raises(RuntimeError, match="injected crash"):
+        run_download("web", source, out, None, CHUNK)
+    monkeypatch.setattr(url_download._ChunkWriter, "finish", finish)
+    work = url_download.work_dir(out)
+    assert not out.exists() and len(list((work / "chunks").glob("*.json"))) == 3
+    done_before = finished_chunk_paths(work, paths)
+
+    # A finished shard cut short afterwards (a bad copy): only its chunk is fetched again.
+    cut = sorted((work / "train").glob("shard-*.tar"))[-1]
+    cut.write_bytes(cut.read_bytes()[:1000])
+    cut_chunk = int(cut.stem.split("-")[1])
+    cut_rows = set(range(cut_chunk * CHUNK, (cut_chunk + 1) * CHUNK))
+
+    summary = run_download("web", source, out, None, CHUNK)
+    # Rows of unfinished chunks may have been fetched before the crash too (fetching runs ahead of writing).
+    for i, path in enumerate(paths):
+        if path in done_before:
+            assert server.hits[path] == (2 if i in cut_rows else 1), (i, path)
+        else:
+            assert server.hits[path] >= 1, (i, path)
+    manifest = pd.read_parquet(out / "manifest.parquet")
+    pd.testing.assert_frame_equal(manifest, whole)
+    assert contents(out) == contents(tmp_path / "whole")
+    assert summary["items"] == 20 and summary["ok"] == 16 and summary["error.http_404"] == 4
+    assert not work.exists()
+
+
+def test_changed_input_refetches_only_changed_chunks(server, tmp_path):
+    paths = write_list(server, tmp_path / "urls.parquet", n=9)
+    source = source_config("url_list", path=str(tmp_path / "urls.parquet"), threads=2, retries=0)
+    out = tmp_path / "web"
+    # A finished run's work folder is its output; put it back as an interrupted run would have left it.
+    run_download("web", source, out, None, CHUNK)
+    os.replace(out, url_download.work_dir(out))
+    table = pd.read_parquet(tmp_path / "urls.parquet")
+    table.loc[7, "caption"] = "a new caption"
+    table.to_parquet(tmp_path / "urls.parquet")
+    server.hits.clear()
+    run_download("web", source, out, None, CHUNK)
+    assert sum(server.hits.values()) == 3 and all(server.hits[p] == 1 for p in paths[6:9])
+    assert pd.read_parquet(out / "manifest.parquet").loc[7, "caption"] == "a new caption"
+
+
+def test_resume_after_the_process_is_killed(server, tmp_path):
+    # Each image takes 0.1 s and one thread fetches: 8 chunks of 2 rows take ~1.6 s, killed after 2.
+    paths = write_list(server, tmp_path / "urls.parquet", n=16, query="?delay=0.1")
+    source = source_config("url_list", path=str(tmp_path / "urls.parquet"), threads=1, retries=0)
+    out = tmp_path / "web"
+    work = url_download.work_dir(out)
+    script = ("import json, sys; from vlalign.download import run_download; "
+              "run_download('web', json.loads(sys.argv[1]), sys.argv[2], None, 2)")  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", script, json.dumps(source), str(out)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while len(list(work.glob("chunks/*.json"))) < 2 and child.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(timeout=10)
+    assert child.returncode == -signal.SIGKILL and not out.exists()
+    done_before = finished_chunk_paths(work, paths)
+    assert 2 <= len(done_before) < 16
+
+    run_download("web", {**source, "threads": 4}, out, None, 2)
+    assert all(server.hits[p] == 1 for p in done_before)
+    assert all(server.hits[p] >= 1 for p in paths)
+    run_download("web", {**source, "threads": 4}, tmp_path / "whole", None, 2)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "manifest.parquet"),
+                                  pd.read_parquet(tmp_path / "whole" / "manifest.parquet"))  # fmt: skip
+    assert contents(out) == contents(tmp_path / "whole")
