@@ -1,10 +1,10 @@
 import pandas as pd
 import pytest
 
+from vlalign.data.images import inspect_image
 from vlalign.data.shards import iter_samples, shard_paths
-from vlalign.data.sources import openclipart_title, safe_key
-from vlalign.download import check_image, run_download, select_items, split_of
-from vlalign.data.sources import SourceItem
+from vlalign.data.sources import SourceItem, openclipart_title, safe_key, split_of
+from vlalign.download import run_download, select_items
 
 
 def source(type_, **kw):
@@ -59,8 +59,9 @@ def test_fashion_mnist_per_class_subset(deb_cache, tmp_path):
     run_download("fashion_mnist", source("debian_fashion_mnist", eval_fraction=1, per_class=2, invert=True), inverted, deb_cache, 100)
     first, first_inverted = samples[0], next(iter_samples(shard_paths(inverted / "eval")))
     assert first.key == first_inverted.key
-    from vlalign.data.shards import decode_rgb
     import numpy as np
+
+    from vlalign.data.shards import decode_rgb
 
     assert (np.asarray(decode_rgb(first.image)) == 255 - np.asarray(decode_rgb(first_inverted.image))).all()
 
@@ -79,15 +80,28 @@ def test_keys_and_titles():
     assert split_of("k", 0.0) == "train" and split_of("k", 1.0) == "eval"
 
 
-def test_check_image_rejects_garbage_and_bombs():
-    assert check_image(b"nope")[2].startswith("decode_error")
+def test_inspect_image_rejects_garbage_and_bombs():
+    assert inspect_image(b"nope", 64_000_000).error == "not_an_image"
+    assert inspect_image(b"\x89PNG\r\n\x1a\n" + bytes(40), 64_000_000).error == "decode_error"
     import io
 
     from PIL import Image
 
     buf = io.BytesIO()
     Image.new("L", (9000, 8000)).save(buf, format="PNG")
-    assert check_image(buf.getvalue())[2] == "too_many_pixels"
+    assert inspect_image(buf.getvalue(), 64_000_000).error == "too_many_pixels"
+    assert inspect_image(buf.getvalue(), 64_000_000, decode=False).error == "too_many_pixels"
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200), (1, 2, 3)).save(buf, format="JPEG")
+    good = buf.getvalue()
+    assert inspect_image(good, 64_000_000) == inspect_image(good, 64_000_000)  # deterministic
+    assert (inspect_image(good, 64_000_000).width, inspect_image(good, 64_000_000).ext) == (300, "jpg")
+    assert inspect_image(good, 64_000_000, min_side=201).error == "too_small"
+    assert inspect_image(good[: len(good) // 2], 64_000_000).error == "decode_error"
+    buf = io.BytesIO()
+    Image.new("P", (20, 10)).save(buf, format="GIF")
+    gif = inspect_image(buf.getvalue(), 64_000_000)
+    assert gif.ext == "png" and Image.open(io.BytesIO(gif.data)).size == (20, 10)  # re-encoded losslessly
 
 
 def test_select_items_per_class_and_max():

@@ -1,45 +1,47 @@
-"""Download stage: a source -> webdataset shards per split + a manifest with one row per source item."""
+"""Download stage: a source -> webdataset shards per split + a manifest with one row per source item.
+
+Source types: the Debian demo packages, `folder` and `webdataset` (items read in one pass
+and written here), and `url_list` (fetched in resumable chunks, `data/url_download.py`).
+"""
 
 from __future__ import annotations
 
-import io
 import tempfile
 import time
-import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
-from PIL import Image
 
 from vlalign.data.debian import extract_deb, fetch_deb
+from vlalign.data.folder import folder_items
+from vlalign.data.images import inspect_image
+from vlalign.data.manifest import manifest_frame, manifest_row
+from vlalign.data.parallel import ordered_map
 from vlalign.data.shards import Sample, ShardWriter
 from vlalign.data.sources import DEBIAN_SOURCES, SourceItem, hash_fraction, split_of
 from vlalign.data.url_download import UrlListDownload
+from vlalign.data.webdataset_source import webdataset_items
 from vlalign.io import atomic_dir, atomic_path
 from vlalign.progress import Progress
 
-# Decompression bombs: refuse images with more pixels than this before decoding them.
+# Decompression bombs in the Debian demo packages (their entries need none of the other sources' keys).
 MAX_IMAGE_PIXELS = 64_000_000
 
 
-def check_image(data: bytes) -> tuple[int, int, str | None]:
-    """(width, height, error) without a full decode; error is None for a usable image."""
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between its limit and twice it; ours is lower, so count it ourselves.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-        with img:
-            width, height = img.size
-            if width * height > MAX_IMAGE_PIXELS:
-                return width, height, "too_many_pixels"
-            img.verify()
-        return width, height, None
-    except Image.DecompressionBombError:
-        return 0, 0, "too_many_pixels"
-    except Exception as exc:  # PIL raises many types for broken files
-        return 0, 0, f"decode_error:{type(exc).__name__}"
+@dataclass
+class Checks:
+    """What an item must pass to be written, by how many threads at once. The Debian archives are
+    curated, so their images are only structure-checked (a full decode of openclipart's 8k images
+    would add ~25 s to the demo)."""
+
+    max_pixels: int
+    max_bytes: int | None = None
+    min_side: int = 0
+    decode: bool = True
+    threads: int = 1
 
 
 def select_items(items: list[SourceItem], max_items: int | None, per_class: int | None) -> set[str]:
@@ -55,11 +57,65 @@ def select_items(items: list[SourceItem], max_items: int | None, per_class: int 
     return set(keys[:max_items] if max_items is not None else keys)
 
 
-def download_debian(name: str, source: dict, out_dir: Path, deb_cache: Path, samples_per_shard: int) -> dict:
-    """Write `out_dir/{train,eval}/shard-*.tar` and `out_dir/manifest.parquet` for one Debian source."""
+def _outcome(item: SourceItem, name: str, selected: set[str] | None, checks: Checks, eval_fraction: float,
+             extra_meta: dict) -> tuple[dict, Sample | None]:  # fmt: skip
+    """The manifest row of one item, and its sample when it is usable; runs in a pool thread."""
+    row = manifest_row(item.key, name, item.origin, item.caption, item.category)
+    row.update(error=item.error, detail=item.detail)
+    if item.error is not None:
+        return row, None
+    if selected is not None and item.key not in selected:
+        row.update(status="skipped", error="not_in_subset")
+        return row, None
+    size = len(item.image) if item.image is not None else item.path.stat().st_size
+    row["bytes"] = size
+    if checks.max_bytes is not None and size > checks.max_bytes:
+        row.update(error="too_large_bytes", detail=f"{size} > {checks.max_bytes} bytes")
+        return row, None
+    data = item.image if item.image is not None else item.path.read_bytes()
+    check = inspect_image(data, checks.max_pixels, checks.min_side, checks.decode)
+    row.update(width=check.width, height=check.height, error=check.error, detail=check.detail)
+    if check.error is not None:
+        return row, None
+    split = split_of(item.key, eval_fraction)
+    row.update(status="ok", split=split)
+    meta = {**item.meta, "source": name, "origin": item.origin, "category": item.category,
+            "width": check.width, "height": check.height, **extra_meta}  # fmt: skip
+    return row, Sample(item.key, check.data, check.ext, item.caption, meta)
+
+
+def write_items(name: str, items: Iterable[SourceItem], source: dict, out_dir: Path, samples_per_shard: int,
+                checks: Checks, selected: set[str] | None, provenance: str, extra_meta: dict | None = None,
+                total: int | None = None) -> pd.DataFrame:  # fmt: skip
+    """Write `out_dir/{train,eval}/shard-*.tar`, `manifest.parquet` and `SOURCE` (`provenance`); the manifest."""
+
+    def check(item: SourceItem) -> tuple[dict, Sample | None]:
+        return _outcome(item, name, selected, checks, source["eval_fraction"], extra_meta or {})
+
+    rows = []
+    with atomic_dir(out_dir) as tmp:
+        writers: dict[str, ShardWriter] = {}
+        progress = Progress(f"download {name}", total=total)
+        for row, sample in ordered_map(check, items, checks.threads):
+            if sample is not None:
+                if row["split"] not in writers:
+                    writers[row["split"]] = ShardWriter(tmp / row["split"], samples_per_shard)
+                writers[row["split"]].write(sample)
+            rows.append(row)
+            progress.update(1)
+        progress.close()
+        for writer in writers.values():
+            writer.close()
+        manifest = manifest_frame(rows)
+        with atomic_path(tmp / "manifest.parquet") as part:
+            manifest.to_parquet(part, index=False)
+        (tmp / "SOURCE").write_text(provenance + "\n")
+    return manifest
+
+
+def download_debian(name: str, source: dict, out_dir: Path, deb_cache: Path, samples_per_shard: int) -> pd.DataFrame:
     default_package, reader = DEBIAN_SOURCES[source["type"]]
     package = source.get("package") or default_package
-    started = time.time()
     deb = fetch_deb(package, deb_cache)
     with tempfile.TemporaryDirectory(prefix=f"vlalign-{name}-", dir=deb_cache) as extract_to:
         items = list(reader(extract_deb(deb, extract_to), source))
@@ -69,41 +125,30 @@ def download_debian(name: str, source: dict, out_dir: Path, deb_cache: Path, sam
             raise ValueError(f"sources.{name}: items {seen[item.key]!r} and {item.origin!r} share key {item.key!r}")
         seen[item.key] = item.origin
     selected = select_items(items, source.get("max_items"), source.get("per_class"))
+    checks = Checks(max_pixels=MAX_IMAGE_PIXELS, decode=False)
+    return write_items(name, items, source, out_dir, samples_per_shard, checks, selected, f"{package} {deb.name}",
+                       extra_meta={"package": package}, total=len(items))  # fmt: skip
 
-    rows = []
-    with atomic_dir(out_dir) as tmp:
-        writers: dict[str, ShardWriter] = {}
-        progress = Progress(f"download {name}", total=len(items))
-        for item in items:
-            row = {
-                "key": item.key, "source": name, "origin": item.origin, "split": None,
-                "status": "failed", "error": item.error, "bytes": len(item.image or b""),
-                "width": None, "height": None, "caption": item.caption, "category": item.category,
-            }  # fmt: skip
-            if item.error is None and item.key not in selected:
-                row.update(status="skipped", error="not_in_subset")
-            elif item.error is None:
-                width, height, error = check_image(item.image)
-                row.update(width=width, height=height, error=error)
-                if error is None:
-                    split = split_of(item.key, source["eval_fraction"])
-                    if split not in writers:
-                        writers[split] = ShardWriter(tmp / split, samples_per_shard)
-                    meta = {**item.meta, "source": name, "origin": item.origin, "category": item.category,
-                            "width": width, "height": height, "package": package}  # fmt: skip
-                    writers[split].write(Sample(item.key, item.image, item.image_ext, item.caption, meta))
-                    row.update(status="ok", split=split)
-            rows.append(row)
-            progress.update(1)
-        progress.close()
-        for writer in writers.values():
-            writer.close()
-        manifest = pd.DataFrame(rows)
-        with atomic_path(tmp / "manifest.parquet") as part:
-            manifest.to_parquet(part, index=False)
-        (tmp / "SOURCE").write_text(f"{package} {deb.name}\n")
 
-    return summarize_manifest(manifest, seconds=time.time() - started)
+def _checks(source: dict) -> Checks:
+    return Checks(max_pixels=source["max_pixels"], max_bytes=source["max_bytes"], min_side=source["min_side"],
+                  threads=source["threads"])  # fmt: skip
+
+
+def download_folder(name: str, source: dict, out_dir: Path, samples_per_shard: int) -> pd.DataFrame:
+    items = list(folder_items(source["path"], name))  # paths only: cheap to hold for the subset
+    selected = select_items(items, source.get("max_items"), source.get("per_class"))
+    return write_items(name, items, source, out_dir, samples_per_shard, _checks(source), selected,
+                       f"folder {Path(source['path']).resolve()}", total=len(items))  # fmt: skip
+
+
+def download_webdataset(name: str, source: dict, out_dir: Path, samples_per_shard: int) -> pd.DataFrame:
+    if source.get("max_items") is not None or source.get("per_class") is not None:
+        # A deterministic subset needs every key first; shards are read once, as a stream.
+        raise ValueError(f"sources.{name}: max_items and per_class are not supported for webdataset sources")
+    items = webdataset_items(source["urls"], name, source["max_bytes"])
+    return write_items(name, items, source, out_dir, samples_per_shard, _checks(source), None,
+                       "webdataset " + " ".join(source["urls"]))  # fmt: skip
 
 
 def summarize_manifest(manifest: pd.DataFrame, seconds: float = 0.0) -> dict:
@@ -125,10 +170,17 @@ def summarize_manifest(manifest: pd.DataFrame, seconds: float = 0.0) -> dict:
 
 
 def run_download(name: str, source: dict, out_dir: str | Path, deb_cache: str | Path, samples_per_shard: int) -> dict:
-    if source["type"] in DEBIAN_SOURCES:
-        return download_debian(name, source, Path(out_dir), Path(deb_cache), samples_per_shard)
-    if source["type"] == "url_list":
-        started = time.time()
-        manifest = UrlListDownload(name, source, Path(out_dir), samples_per_shard).run()
-        return summarize_manifest(manifest, seconds=time.time() - started)
-    raise ValueError(f"sources.{name}.type: unknown source type {source['type']!r}")
+    started = time.time()
+    out_dir = Path(out_dir)
+    kind = source["type"]
+    if kind in DEBIAN_SOURCES:
+        manifest = download_debian(name, source, out_dir, Path(deb_cache), samples_per_shard)
+    elif kind == "url_list":
+        manifest = UrlListDownload(name, source, out_dir, samples_per_shard).run()
+    elif kind == "folder":
+        manifest = download_folder(name, source, out_dir, samples_per_shard)
+    elif kind == "webdataset":
+        manifest = download_webdataset(name, source, out_dir, samples_per_shard)
+    else:
+        raise ValueError(f"sources.{name}.type: unknown source type {kind!r}")
+    return summarize_manifest(manifest, seconds=time.time() - started)

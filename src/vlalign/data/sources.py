@@ -32,6 +32,8 @@ class SourceItem:
     image_ext: str = "png"
     error: str | None = None  # set when the item cannot be used: "no_caption", ...
     meta: dict = field(default_factory=dict)
+    path: Path | None = None  # where `image` is read from when it is None: large sources load lazily
+    detail: str | None = None  # what exactly went wrong, beside the error class
 
 
 def safe_key(text: str) -> str:

@@ -1,0 +1,115 @@
+"""Existing webdataset shards as a source: local paths, globs or fsspec URLs, with `{000..009}` ranges.
+
+Samples are re-keyed (`{source}_{shard}_{key}`, made safe) so that shards of different
+datasets, or keys with dots and slashes, cannot collide or break the layout; each is
+checked like any downloaded item. A shard that cannot be opened or ends early counts as
+one failed item, since how many samples it held is unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from typing import IO, Iterator
+from urllib.parse import urlsplit
+
+import fsspec
+from braceexpand import braceexpand
+from fsspec.implementations.local import LocalFileSystem
+
+from vlalign.data.sources import SourceItem, safe_key
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+# webdataset's convention: the key is the member path up to the first dot of its file name.
+MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]+)$")
+
+
+def _is_glob(url: str) -> bool:
+    # A `?` in an http URL starts its query, not a pattern.
+    return not url.startswith(("http://", "https://")) and any(c in url for c in "*?[")
+
+
+def expand_urls(patterns: list[str]) -> list[str]:
+    """Shard URLs in order: brace ranges expanded, globs matched (a glob matching nothing is an error)."""
+    shards = []
+    for pattern in patterns:
+        for url in braceexpand(pattern):
+            if not _is_glob(url):
+                shards.append(url)
+                continue
+            fs, path = fsspec.core.url_to_fs(url)
+            matches = sorted(fs.glob(path))
+            if not matches:
+                raise FileNotFoundError(f"no shard matches {url!r}")
+            shards += matches if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(m) for m in matches]
+    return shards
+
+
+def _groups(stream: IO[bytes], max_bytes: int) -> Iterator[tuple[str, dict[str, bytes], list[str]]]:
+    """(key, {ext: bytes}, names of members over max_bytes, left unread) per sample of a tar stream."""
+    key, group, oversized = None, {}, []
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for member in tar:
+            match = MEMBER.match(member.name) if member.isfile() else None
+            if match is None:
+                continue
+            if match.group(1) != key and key is not None:
+                yield key, group, oversized
+                group, oversized = {}, []
+            key, ext = match.group(1), match.group(2).lower()
+            if member.size > max_bytes:
+                oversized.append(f"{ext} ({member.size} bytes)")
+            else:
+                group[ext] = tar.extractfile(member).read()
+    if key is not None:
+        yield key, group, oversized
+
+
+def _metadata(group: dict[str, bytes]) -> dict | None:
+    """The sample's json object ({} when it has none), None when it is not a JSON object."""
+    if "json" not in group:
+        return {}
+    try:
+        meta = json.loads(group["json"])
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _item(name: str, url: str, shard: str, member_key: str, group: dict[str, bytes],
+          oversized: list[str]) -> SourceItem:  # fmt: skip
+    item = SourceItem(key=safe_key(f"{name}_{shard}_{member_key}"), origin=f"{url}#{member_key}")
+    image_ext = next((ext for ext in IMAGE_EXTS if ext in group), None)
+    caption = group.get("txt", b"").decode("utf-8", errors="replace").strip()
+    meta = _metadata(group)
+    if oversized:
+        item.error, item.detail = "too_large_bytes", ", ".join(oversized)
+    elif image_ext is None:
+        item.error, item.detail = "no_image", f"members: {sorted(group)}"
+    elif not caption:
+        item.error = "no_caption"
+    elif meta is None:
+        item.error, item.detail = "bad_metadata", f"json is not an object: {group['json'][:100]!r}"
+    else:
+        item.caption, item.image, item.image_ext, item.meta = caption, group[image_ext], image_ext, meta
+        item.category = meta.get("category") if isinstance(meta.get("category"), str) else None
+    return item
+
+
+def webdataset_items(urls: list[str], name: str, max_bytes: int) -> Iterator[SourceItem]:
+    seen: set[str] = set()
+    for url in expand_urls(urls):
+        shard = urlsplit(url).path.rsplit("/", 1)[-1].split(".")[0]
+        try:
+            with fsspec.open(url, "rb") as stream:
+                for member_key, group, oversized in _groups(stream, max_bytes):
+                    item = _item(name, url, shard, member_key, group, oversized)
+                    if item.key in seen:
+                        item = SourceItem(key=item.key, origin=item.origin, error="duplicate_key",
+                                          detail="an earlier shard of this source has the same key")  # fmt: skip
+                    seen.add(item.key)
+                    yield item
+        except Exception as exc:  # remote file systems raise many types; the shard is accounted, not the run lost
+            yield SourceItem(key=safe_key(f"{name}_{shard}_unreadable"), origin=url, error="unreadable_shard",
+                             detail=f"{type(exc).__name__}: {exc}"[:300])  # fmt: skip

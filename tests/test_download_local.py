@@ -1,0 +1,142 @@
+"""folder and webdataset sources: every item accounted, only decodable images written, keys safe."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from http_fixture import ImageServer, image_bytes
+from PIL import Image
+from source_config import source_config
+
+from vlalign.data.images import inspect_image
+from vlalign.data.shards import iter_samples, shard_paths
+from vlalign.data.webdataset_source import expand_urls
+from vlalign.download import run_download
+
+
+def all_samples(out: Path) -> list:
+    return [s for split in ("train", "eval") if (out / split).exists() for s in iter_samples(shard_paths(out / split))]
+
+
+def put(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def test_folder_source(tmp_path):
+    root = tmp_path / "photos"
+    put(root / "cats/a.jpg", image_bytes("JPEG")), put(root / "cats/a.txt", " a red cat \n")
+    put(root / "cats/deep/b.png", image_bytes("PNG", colour=(1, 2, 3))), put(root / "cats/deep/b.txt", "a dark cat")
+    put(root / "dogs/c.JPG", image_bytes("JPEG")), put(root / "dogs/c.txt", "")  # empty caption
+    put(root / "dogs/d.gif", image_bytes("GIF")), put(root / "dogs/d.txt", "a gif dog")
+    put(root / "dogs/broken.jpg", image_bytes("JPEG", (200, 200))[:300]), put(root / "dogs/broken.txt", "cut short")
+    noise = Image.frombytes("L", (100, 100), os.urandom(10_000))
+    put(root / "dogs/big.png", encode(noise, "PNG")), put(root / "dogs/big.txt", "too many bytes")
+    put(root / "dogs/tiny.png", image_bytes("PNG", (3, 3))), put(root / "dogs/tiny.txt", "a speck")
+    put(root / "e.jpg", image_bytes("JPEG")), put(root / "e.txt", "no category")
+    put(root / ".cache/x.jpg", image_bytes("JPEG")), put(root / "notes.txt", "not an image")  # both left out
+    put(root / "dogs/c.png", image_bytes("PNG")), put(root / "dogs/c.png.txt", "wrong caption name")  # c.txt is empty
+
+    source = source_config("folder", path=str(root), max_bytes=5000, eval_fraction=0.5)
+    summary = run_download("pets", source, tmp_path / "out", None, 2)
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet").set_index("origin")
+    assert summary["items"] == len(manifest) == 9 and manifest["key"].is_unique
+    assert manifest["error"].fillna("ok").to_dict() == {
+        "cats/a.jpg": "ok", "cats/deep/b.png": "ok", "dogs/big.png": "too_large_bytes",
+        "dogs/broken.jpg": "decode_error", "dogs/c.JPG": "no_caption", "dogs/c.png": "no_caption",
+        "dogs/d.gif": "ok", "dogs/tiny.png": "too_small", "e.jpg": "ok",
+    }  # fmt: skip
+    assert manifest.loc["cats/deep/b.png", "category"] == "cats" and pd.isna(manifest.loc["e.jpg", "category"])
+    samples = {s.meta["origin"]: s for s in all_samples(tmp_path / "out")}
+    assert set(samples) == {"cats/a.jpg", "cats/deep/b.png", "dogs/d.gif", "e.jpg"}
+    assert samples["cats/a.jpg"].caption == "a red cat" and samples["dogs/d.gif"].image_ext == "png"
+    assert all(inspect_image(s.image, 64_000_000).error is None for s in samples.values())
+    assert samples["cats/a.jpg"].meta["source"] == "pets" and samples["cats/a.jpg"].meta["width"] == 64
+
+    one_each = run_download("pets", {**source, "per_class": 1}, tmp_path / "sub", None, 2)
+    # One item of each category (cats, dogs, none) is taken before checking; the 4 others are skipped.
+    assert one_each["skipped"] == 4 and one_each["ok"] + one_each["failed"] == 5
+
+
+def encode(img, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def shard(samples: dict[str, dict[str, bytes]], cut_inside: str | None = None) -> bytes:
+    """A tar of webdataset samples ({key: {ext: bytes}}), cut short in the middle of member `cut_inside`."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for key, members in samples.items():
+            for ext, data in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    if cut_inside is None:
+        return buffer.getvalue()
+    buffer.seek(0)
+    with tarfile.open(fileobj=buffer) as tar:
+        member = tar.getmember(cut_inside)
+    return buffer.getvalue()[: member.offset_data + member.size // 2]
+
+
+def good(i: int) -> dict[str, bytes]:
+    return {"jpg": image_bytes("JPEG", colour=(i, 0, 0)), "txt": f"sample {i}".encode(),
+            "json": json.dumps({"license": "cc0", "width": 1}).encode()}  # fmt: skip
+
+
+@pytest.fixture
+def server(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    srv = ImageServer().start()
+    yield srv
+    srv.stop()
+
+
+def test_webdataset_source(tmp_path, server):
+    data = tmp_path / "wds"
+    put(data / "shard-000000.tar", shard({"000": good(0), "001": good(1), "dir/002": good(2)}))
+    put(data / "shard-000001.tar", shard({
+        "000": good(3),  # the same member key as in shard 0: re-keyed apart
+        "noimg": {"txt": b"a caption", "json": b"{}"},
+        "nocap": {"png": image_bytes("PNG")},
+        "badjson": {**good(4), "json": b"{not json"},
+        "html": {"jpg": b"<html>oops</html>", "txt": b"html"},
+        "huge": {"png": bytes(5000), "txt": b"big"},
+    }))  # fmt: skip
+    put(data / "shard-000002.tar", shard({"000": good(5), "001": good(6)}, cut_inside="001.jpg"))
+    server.files["remote-000000.tar"] = shard({"000": good(7), "001": good(8)})
+    urls = [str(data / "shard-{000000..000003}.tar"), server.url("/files/remote-000000.tar"),
+            str(data / "shard-00000[0].tar")]  # a range (000003 is missing), a URL, a glob  # fmt: skip
+    assert len(expand_urls(urls)) == 6
+
+    source = source_config("webdataset", urls=urls, max_bytes=2000)
+    summary = run_download("wds", source, tmp_path / "out", None, 100)
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert summary["items"] == len(manifest) == summary["ok"] + summary["failed"]
+    errors = manifest.groupby(manifest["error"].fillna("ok")).size().to_dict()
+    assert errors == {"ok": 3 + 1 + 1 + 2, "no_image": 1, "no_caption": 1, "bad_metadata": 1, "not_an_image": 1,
+                      "too_large_bytes": 1, "unreadable_shard": 2, "duplicate_key": 3}  # fmt: skip
+    unreadable = manifest.loc[manifest.error == "unreadable_shard", "origin"].tolist()
+    assert unreadable == [str(data / "shard-000002.tar"), str(data / "shard-000003.tar")]
+
+    samples = all_samples(tmp_path / "out")
+    assert len(samples) == summary["ok"] == len({s.key for s in samples})
+    assert all("." not in s.key and "/" not in s.key for s in samples)
+    for sample in samples:
+        assert inspect_image(sample.image, 64_000_000).error is None
+        assert sample.meta["license"] == "cc0" and sample.meta["width"] == 64 and sample.meta["source"] == "wds"
+    assert sorted(s.caption for s in samples) == sorted(f"sample {i}" for i in (0, 1, 2, 3, 5, 7, 8))
+    assert any(s.meta["origin"].startswith("http://127.0.0.1") for s in samples)
+
+
+def test_webdataset_glob_that_matches_nothing_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no shard matches"):
+        run_download("wds", source_config("webdataset", urls=[str(tmp_path / "*.tar")]), tmp_path / "o", None, 10)
