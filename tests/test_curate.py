@@ -1,53 +1,34 @@
-import pandas as pd
+"""The flat-config curate stage (run_curate): measure, decide, report and shards in one call."""
 
-from vlalign.curate.filters import FILTERS, decide, measure
-from vlalign.curate.run import run_curate
+import pandas as pd
+from curate_fixtures import POOL, write_shards
+
+from vlalign.curate.run import flat_config_filters, run_curate
 from vlalign.data.shards import iter_samples, shard_paths
-from vlalign.download import run_download
 
 CURATE = {"min_words": 2, "min_chars": 5, "max_words": 77, "min_side": 32, "max_aspect_ratio": 3.0, "dedup_exact": True}
 
 
-def frame(**columns):
-    base = {"key": ["a"], "caption": ["a red circle"], "width": [100], "height": [100], "image_sha256": ["h1"]}
-    base.update(columns)
-    return pd.DataFrame(base)
+def test_flat_config_maps_onto_caption_image_and_exact_dedup_filters():
+    filters = {f["name"]: f for f in flat_config_filters({**CURATE, "dedup_exact": False})}
+    assert filters["caption"]["min_words"] == 2 and not filters["caption"]["drop_boilerplate"]
+    assert filters["image"]["max_aspect_ratio"] == 3.0
+    assert filters["dedup"] == {"name": "dedup", "exact": False, "near": False}
 
 
-def test_first_failing_filter_is_the_reason_and_every_verdict_is_kept():
-    df = pd.DataFrame({
-        "key": ["ok", "short", "tiny", "wide", "dup"],
-        "caption": ["a red circle", "x", "a red circle", "a red circle", "a red circle"],
-        "width": [100, 10, 10, 400, 100],
-        "height": [100, 10, 10, 100, 100],
-        "image_sha256": ["h1", "h2", "h3", "h4", "h1"],
-    })  # fmt: skip
-    d = decide(measure(df), CURATE).set_index("key")
-    assert d.loc["ok", "kept"] and d.loc["ok", "reason"] == ""
-    assert d.loc["short", "reason"] == "min_words"
-    assert not d.loc["short", "pass_min_side"]  # later filters still recorded
-    assert d.loc["tiny", "reason"] == "min_side"
-    assert d.loc["wide", "reason"] == "max_aspect_ratio" and d.loc["wide", "aspect_ratio"] == 4.0
-    assert d.loc["dup", "reason"] == "exact_duplicate" and d.loc["dup", "duplicate_of"] == "ok"
-    assert {f"pass_{f.name}" for f in FILTERS} <= set(d.columns)
-
-
-def test_thresholds_can_be_reapplied_without_measuring_again():
-    measured = measure(frame(caption=["two words"]))
-    assert decide(measured, CURATE)["kept"].all()
-    assert not decide(measured, {**CURATE, "min_words": 3})["kept"].any()
-    assert decide(measure(frame(image_sha256=["h"])), {**CURATE, "dedup_exact": False})["kept"].all()
-
-
-def test_run_curate_writes_kept_shards_and_decisions(deb_cache, tmp_path):
-    src = {"package": None, "max_items": None, "per_class": None}
-    run_download("tuxpaint", {**src, "type": "debian_tuxpaint", "eval_fraction": 0.2}, tmp_path / "t", deb_cache, 100)
-    run_download("openclipart", {**src, "type": "debian_openclipart", "eval_fraction": 0}, tmp_path / "o", deb_cache, 100)
-    summary = run_curate([tmp_path / "t" / "train", tmp_path / "o" / "train"], tmp_path / "pool", CURATE, 7)
+def test_run_curate_writes_kept_shards_decisions_and_report(tmp_path):
+    first = dict(list(POOL.items())[:8])
+    rest = {k: v for k, v in POOL.items() if k not in first}
+    folders = [write_shards(tmp_path / "a", first, "a"), write_shards(tmp_path / "b", rest, "b")]  # two sources
+    summary = run_curate(folders, tmp_path / "pool", CURATE, 4)
     decisions = pd.read_parquet(tmp_path / "pool" / "decisions.parquet")
     kept = list(iter_samples(shard_paths(tmp_path / "pool" / "shards")))
-    assert summary["samples"] == len(decisions) and summary["kept"] == len(kept) == decisions.kept.sum()
-    assert summary["dropped_by.max_aspect_ratio"] == 16  # the thin openclipart images
-    assert summary["dropped_by.min_words"] == 1  # the one-word title
-    assert {s.key for s in kept} == set(decisions.loc[decisions.kept, "key"])
-    assert (tmp_path / "pool" / "filters.png").stat().st_size > 10_000
+    assert summary["samples"] == len(POOL) == len(decisions)
+    assert summary["kept"] == len(kept) == decisions.kept.sum() == len(POOL) - 6
+    assert summary["dropped_by.caption"] == 2  # "x" and the one-word file name
+    assert summary["dropped_by.image"] == 3  # tiny, wide, broken
+    assert summary["dropped_by.dedup"] == 1  # the byte-identical copy (near duplicates are not checked)
+    assert [s.key for s in kept] == list(decisions.loc[decisions.kept, "key"])
+    for name in ("filters.png", "concepts.png", "examples.png"):
+        assert (tmp_path / "pool" / name).stat().st_size > 20_000, name
+    assert "| dedup" in (tmp_path / "pool" / "curation.md").read_text()

@@ -1,0 +1,63 @@
+"""Apply a list of filters, in order, to a measured pool: a curated pool is a selection.
+
+Only measured columns are read, so other thresholds can be tried without the images.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pandas as pd
+
+from vlalign.curate.filters import FILTER_DEFAULTS, REQUIRED_COLUMNS, RULES
+
+
+def resolve_filter(spec: dict) -> dict:
+    """A filter entry with its defaults filled in; unknown names and keys are refused."""
+    name = spec.get("name")
+    if name not in FILTER_DEFAULTS:
+        raise ValueError(f"unknown curation filter {name!r}; known: {', '.join(FILTER_DEFAULTS)}")
+    unknown = set(spec) - set(FILTER_DEFAULTS[name]) - {"name", "enabled"}
+    if unknown:
+        raise ValueError(f"filter {name}: unknown keys {sorted(unknown)}; known: {sorted(FILTER_DEFAULTS[name])}")
+    return {"name": name, "enabled": True, **FILTER_DEFAULTS[name], **spec}
+
+
+def decide(measurements: pd.DataFrame, filters: list[dict]) -> pd.DataFrame:
+    """Add `pass_<name>` per enabled filter, `kept`, `reason` (first failing filter, "" when kept)
+    and `reason_detail` (which check of that filter failed).
+
+    Filters run in the order given; a sample leaves the pool at its first failure.
+    """
+    specs = [resolve_filter(f) for f in filters]
+    names = [s["name"] for s in specs if s["enabled"]]
+    if len(names) != len(set(names)):
+        raise ValueError(f"curation filters: each filter may be enabled once, got {names}")
+    out = measurements.copy()
+    alive = pd.Series(True, index=out.index)
+    reason = pd.Series("", index=out.index, dtype=object)
+    detail = pd.Series("", index=out.index, dtype=object)
+    for spec in (s for s in specs if s["enabled"]):
+        name = spec["name"]
+        missing = [c for c in REQUIRED_COLUMNS[name] if c not in out.columns]
+        if missing:
+            raise ValueError(f"filter {name} needs measured columns {missing}, which the measurements lack")
+        passed, why = RULES[name](out, spec, alive.copy())
+        out[f"pass_{name}"] = passed
+        failed = alive & (passed == False).fillna(False).astype(bool)  # noqa: E712
+        reason[failed] = name
+        detail[failed] = why[failed].fillna("")
+        alive &= ~failed
+    out["kept"] = alive
+    out["reason"] = reason
+    out["reason_detail"] = detail
+    _warn_unread_text(out, names)
+    return out
+
+
+def _warn_unread_text(decisions: pd.DataFrame, names: list[str]) -> None:
+    if "text_spotting" in names:
+        unread = int((decisions["kept"] & decisions["ocr_seconds"].isna()).sum())
+        if unread:
+            warnings.warn(f"text_spotting: {unread} kept samples were not read by OCR (measured with ocr: survivors "
+                          "of other filters); they pass it unjudged", stacklevel=3)  # fmt: skip

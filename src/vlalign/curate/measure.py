@@ -1,0 +1,237 @@
+"""Measure every sample of the pool once; curated pools are then selections over the table.
+
+Image work (decode, hashes, OCR) runs in worker processes; caption work, language,
+concepts and the all-pairs hash comparisons run here, vectorised or in microseconds.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from vlalign.curate.captions import DEFAULT_BOILERPLATE, measure_captions
+from vlalign.curate.concepts import load_entries, match_concepts
+from vlalign.curate.dedup import NO_HASH, greedy_duplicates, nearest, phash_codes
+from vlalign.curate.images import measure_batch, ocr_batch
+from vlalign.curate.language import measure_language
+from vlalign.curate.ocr import bundled_ocr_models, caption_overlap
+from vlalign.curate.parallel import ordered_map
+from vlalign.data.shards import Sample, iter_samples, shard_paths
+from vlalign.progress import Progress
+
+DEFAULT_SETTINGS: dict = {
+    "workers": 2,  # processes for image work
+    "batch_size": 16,  # images per task sent to a worker
+    "max_hamming": 4,  # pHash bits: near_duplicate_of and contaminates are measured at this distance
+    "boilerplate": DEFAULT_BOILERPLATE,  # stock phrases, matched as whole words
+    "concepts": None,  # concept-entries file; None: the shipped concepts.txt
+    "ocr": "survivors",  # off | survivors | all
+    "ocr_max_side": 640,  # OCR reads images scaled down to this longer side
+    # With ocr: survivors, OCR reads the samples that pass these filters (those of the
+    # list placed before text_spotting that need no later measurement).
+    "filters": [{"name": "caption"}, {"name": "language"}, {"name": "image"}, {"name": "dedup"},
+                {"name": "decontaminate"}, {"name": "text_spotting"}],
+}  # fmt: skip
+
+# Every column of the measurements, in order.
+COLUMNS = {
+    "key": "sample key", "source": "source name (shard metadata)", "caption": "caption text",
+    "category": "category (shard metadata), if any",
+    "width": "image width (pixels; header size when the image does not decode)", "height": "image height",
+    "min_side": "shorter side (pixels)", "aspect_ratio": "longer side / shorter side",
+    "decode_ok": "the image decodes fully", "decode_error": "why it does not",
+    "pixel_std": "grey-level standard deviation at 32x32 (0: blank)",
+    "image_sha256": "sha256 of the image bytes", "phash": "64-bit perceptual hash (hex), None if undecodable or blank",
+    "n_words": "whitespace-separated words", "n_chars": "characters, surrounding space stripped",
+    "complexity": "distinct content words (see captions.py)",
+    "boilerplate": "first stock phrase matched, 'file_name' for a bare file name, else None",
+    "url_like": "contains a URL or domain", "non_utf8": "contains U+FFFD (bytes that were not UTF-8)",
+    "language": "fastText lid.176 top language (None without letters)", "language_confidence": "its probability",
+    "concepts": "concept entries the caption mentions",
+    "duplicate_of": "first earlier sample with the same bytes",
+    "near_duplicate_of": "earlier kept sample within max_hamming pHash bits (exact copies aside)",
+    "nearest_hamming": "pHash distance to the nearest other pool image",
+    "eval_nearest": "nearest eval image (key)", "eval_hamming": "its pHash distance (0 for identical bytes)",
+    "eval_exact": "identical bytes to an eval image", "contaminates": "eval key when exact or within max_hamming",
+    "ocr_text": "text OCR read in the image (None: not read)", "ocr_error": "why OCR failed",
+    "ocr_seconds": "OCR time for this image on one core", "caption_ocr_overlap": "caption words written in the image",
+}  # fmt: skip
+
+# Filters whose inputs exist before OCR, so they can choose what OCR reads.
+_BEFORE_OCR = {"caption", "language", "image", "dedup", "decontaminate"}
+
+
+def _settings(settings: dict) -> dict:
+    unknown = set(settings) - set(DEFAULT_SETTINGS)
+    if unknown:
+        raise ValueError(f"curate measurement settings: unknown keys {sorted(unknown)}")
+    merged = {**DEFAULT_SETTINGS, **settings}
+    if merged["ocr"] not in ("off", "survivors", "all"):
+        raise ValueError(f"curate measurement settings: ocr must be off, survivors or all, not {merged['ocr']!r}")
+    return merged
+
+
+def _pool_samples(folders: list[Path]) -> Iterator[Sample]:
+    return iter_samples(p for folder in folders for p in shard_paths(folder))
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Silent:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _run_batches(fn, tasks: Iterable, s: dict, label: str, total: int | None) -> pd.DataFrame:
+    """fn over batches of tasks in the worker processes, rows in task order, with progress lines."""
+    progress = Progress(label, total=total, unit="images") if s["progress"] else _Silent()
+    rows = []
+    for result in ordered_map(fn, _batches(tasks, s["batch_size"]), s["workers"]):
+        rows.extend(result)
+        progress.update(len(result))
+    progress.close()
+    return pd.DataFrame(rows)
+
+
+def _measure_images(folders: list[Path], s: dict, ocr_side: int | None, label: str) -> pd.DataFrame:
+    """Key, source, caption, category and the image measurements of every sample, in shard order."""
+    captions = []
+
+    def tasks():
+        for sample in _pool_samples(folders):
+            captions.append({"key": sample.key, "source": sample.meta.get("source"), "caption": sample.caption,
+                             "category": sample.meta.get("category")})  # fmt: skip
+            yield sample.key, sample.image, ocr_side
+
+    images = _run_batches(measure_batch, tasks(), s, label, None)
+    return pd.DataFrame(captions).join(images.drop(columns="key")) if captions else images
+
+
+def _ocr(folders: list[Path], keys: set[str], s: dict) -> pd.DataFrame:
+    tasks = ((sample.key, sample.image, s["ocr_max_side"]) for sample in _pool_samples(folders) if sample.key in keys)
+    read = _run_batches(ocr_batch, tasks, s, "curate: OCR (text spotting)", len(keys))
+    return read.reindex(columns=["key", "ocr_text", "ocr_error", "ocr_seconds"])
+
+
+def _duplicates(pool: pd.DataFrame, max_hamming: int) -> pd.DataFrame:
+    exact = greedy_duplicates(pool["image_sha256"], pool["phash"], exact=True, near=False)["of"]
+    unique = pool[exact.isna()]
+    near = greedy_duplicates(unique["image_sha256"], unique["phash"], exact=False, near=True,
+                             max_hamming=max_hamming)["of"]  # fmt: skip
+    codes, valid = phash_codes(pool["phash"])
+    distance, _ = nearest(codes[valid], codes[valid], exclude_same_index=True)
+    nearest_hamming = np.full(len(pool), np.nan)
+    nearest_hamming[valid] = np.where(distance == NO_HASH, np.nan, distance)
+    key_of = pool["key"]
+    return pd.DataFrame({
+        "duplicate_of": exact.map(lambda label: None if label is None else key_of[label]),
+        "near_duplicate_of": near.map(lambda label: None if label is None else key_of[label]).reindex(pool.index),
+        "nearest_hamming": nearest_hamming,
+    }, index=pool.index)  # fmt: skip
+
+
+def _contamination(pool: pd.DataFrame, evals: pd.DataFrame, max_hamming: int) -> pd.DataFrame:
+    """Nearest eval image of each pool image: key, pHash distance, byte-identical or not."""
+    out = pd.DataFrame({"eval_nearest": None, "eval_hamming": np.nan, "eval_exact": False}, index=pool.index)
+    if len(evals):
+        exact_key = evals.drop_duplicates("image_sha256").set_index("image_sha256")["key"]
+        codes, valid = phash_codes(pool["phash"])
+        eval_codes, eval_valid = phash_codes(evals["phash"])
+        eval_keys = evals["key"].to_numpy()[eval_valid]
+        distance, index = nearest(codes[valid], eval_codes[eval_valid])
+        has = distance != NO_HASH
+        rows = pool.index[valid][has]
+        out.loc[rows, "eval_nearest"] = eval_keys[index[has]]
+        out.loc[rows, "eval_hamming"] = distance[has].astype(float)
+        exact = pool["image_sha256"].map(exact_key)
+        out["eval_exact"] = exact.notna()
+        out.loc[exact.notna(), "eval_nearest"] = exact[exact.notna()]
+        out.loc[exact.notna(), "eval_hamming"] = 0.0
+    near = out["eval_exact"] | (out["eval_hamming"] <= max_hamming)
+    out["contaminates"] = out["eval_nearest"].where(near, None)
+    return out
+
+
+def _ocr_targets(measured: pd.DataFrame, s: dict) -> set[str]:
+    from vlalign.curate.decide import decide
+
+    if s["ocr"] == "all":
+        return set(measured.loc[measured["decode_ok"], "key"])
+    names = [f["name"] for f in s["filters"]]
+    before = s["filters"][: names.index("text_spotting")] if "text_spotting" in names else s["filters"]
+    cheap = [f for f in before if f["name"] in _BEFORE_OCR]
+    decided = decide(measured, cheap)
+    return set(decided.loc[decided["kept"] & decided["decode_ok"], "key"])
+
+
+def measure_pool(shard_folders: list[Path], eval_folders: list[Path], settings: dict, progress: bool = True) -> pd.DataFrame:
+    """One row per pool sample, in shard order, with every filter's measured columns (see COLUMNS).
+
+    `attrs["seconds"]` holds each phase's wall time (with `ocr: all`, OCR runs inside the
+    images phase) and `attrs["ocr_samples"]` how many images OCR read.
+    """
+    s = {**_settings(settings), "progress": progress}
+    if s["ocr"] != "off":
+        bundled_ocr_models()  # a missing model fails here, before any work
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal started
+        seconds[phase] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+
+    folders = [Path(f) for f in shard_folders]
+    pool = _measure_images(folders, s, s["ocr_max_side"] if s["ocr"] == "all" else None,
+                           "curate: measuring pool images")  # fmt: skip
+    if pool.empty:
+        raise ValueError(f"no samples in {', '.join(map(str, folders))}")
+    if pool["key"].duplicated().any():
+        dup = pool.loc[pool["key"].duplicated(), "key"].iloc[0]
+        raise ValueError(f"sample key {dup!r} occurs twice in {', '.join(map(str, folders))}")
+    pool["min_side"] = pool[["width", "height"]].min(axis=1, skipna=False)
+    pool["aspect_ratio"] = pool[["width", "height"]].max(axis=1, skipna=False) / pool["min_side"].clip(lower=1)
+    lap("images")
+    pool = pool.join(measure_captions(pool["caption"], s["boilerplate"]))
+    lap("captions")
+    pool = pool.join(measure_language(pool["caption"]))
+    lap("language")
+    pool["concepts"] = match_concepts(pool["caption"], load_entries(s["concepts"]))
+    lap("concepts")
+    pool = pool.join(_duplicates(pool, s["max_hamming"]))
+    lap("dedup")
+    evals = (_measure_images([Path(f) for f in eval_folders], s, None, "curate: measuring eval images")
+             if eval_folders else pd.DataFrame(columns=["key", "image_sha256", "phash"]))  # fmt: skip
+    pool = pool.join(_contamination(pool, evals, s["max_hamming"]))
+    lap("decontamination")
+    if s["ocr"] == "survivors":
+        pool = pool.merge(_ocr(folders, _ocr_targets(pool, s), s), on="key", how="left")
+    for column in ("ocr_text", "ocr_error", "ocr_seconds"):
+        if column not in pool.columns:  # ocr: off, or not one image could be read
+            pool[column] = None
+    pool["ocr_seconds"] = pool["ocr_seconds"].astype(float)
+    read = pool["ocr_text"].notna()
+    pool["caption_ocr_overlap"] = np.nan
+    pool.loc[read, "caption_ocr_overlap"] = [caption_overlap(c, t) for c, t in
+                                             zip(pool.loc[read, "caption"], pool.loc[read, "ocr_text"])]  # fmt: skip
+    lap("ocr")
+    pool = pool[list(COLUMNS)]
+    pool.attrs["seconds"] = seconds
+    pool.attrs["ocr_samples"] = int(pool["ocr_seconds"].notna().sum())
+    return pool

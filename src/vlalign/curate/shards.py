@@ -1,0 +1,31 @@
+"""Write the kept samples of a curated pool as webdataset shards, in pool order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from vlalign.data.shards import ShardWriter, iter_samples, shard_paths
+from vlalign.progress import Progress
+
+
+def write_curated_shards(decisions: pd.DataFrame, shard_folders: list[Path], out_dir: Path,
+                         samples_per_shard: int) -> int:  # fmt: skip
+    """Copy every sample with `kept` from the pool's shards to `out_dir/shard-*.tar`; returns the count.
+
+    Fails if a kept key is not in the shards (the decisions belong to another pool).
+    """
+    kept = set(decisions.loc[decisions["kept"], "key"])
+    progress = Progress("curate: writing kept samples", total=len(kept), unit="samples")
+    written = 0
+    with ShardWriter(out_dir, samples_per_shard) as writer:
+        for sample in iter_samples(p for folder in shard_folders for p in shard_paths(folder)):
+            if sample.key in kept:
+                writer.write(sample)
+                written += 1
+                progress.update(1)
+    progress.close()
+    if written != len(kept):
+        raise ValueError(f"{len(kept) - written} kept samples are missing from {', '.join(map(str, shard_folders))}")
+    return written
