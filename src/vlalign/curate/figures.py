@@ -49,13 +49,20 @@ def _pyplot():
     return plt
 
 
-def _plain_log_axis(axis) -> None:
-    """Log-scale ticks at 1, 2, 5, 10, 20, ... written as plain numbers, not 2x10^1."""
+def _plain_log_axis(axis, decades: float) -> None:
+    """Log-scale ticks written as plain numbers (20, not 2x10^1): at 1, 2, 5, 10, ... over
+    a narrow range, at powers of ten over a wide one, where more labels would overlap."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)))
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     axis.set_minor_formatter(NullFormatter())
+
+
+def _decades(values) -> float:
+    positive = np.asarray(values, dtype=float)
+    positive = positive[positive > 0]
+    return float(np.log10(positive.max() / positive.min())) if len(positive) else 0.0
 
 
 def _bins(values: pd.Series, scale: str) -> np.ndarray:
@@ -111,17 +118,27 @@ def plot_measurements(decisions: pd.DataFrame, filters: list[dict], path: Path) 
         bins = _bins(present, scale)
         if scale == "log":
             ax.set_xscale("log")
-            _plain_log_axis(ax.xaxis)
+            _plain_log_axis(ax.xaxis, _decades(bins))
         stacks = [values[decisions["source"] == s].dropna() for s in sources]
         ax.hist(stacks, bins=bins, stacked=True, label=sources, alpha=0.75)
         ax.hist(values[decisions["kept"]].dropna(), bins=bins, histtype="step", color="black", linewidth=1.2,
                 label="kept")  # fmt: skip
+        # Thresholds beyond the data (max_words = 77 over captions of 1 to 10 words) are
+        # named in the title rather than stretching the axis until the data is unreadable.
+        beyond = []
         for filter_name, key in marks:
             if (filter_name, key) in thresholds:
-                ax.axvline(thresholds[(filter_name, key)], color="red", linestyle="--", linewidth=1.2)
+                value = thresholds[(filter_name, key)]
+                if bins[0] <= value <= bins[-1]:
+                    # On integers the line goes between the last failing and first passing value.
+                    shift = (0.5 if key.startswith("max") else -0.5) if scale == "int" else 0.0
+                    ax.axvline(value + shift, color="red", linestyle="--", linewidth=1.2)
+                else:
+                    beyond.append(f"{key} = {value:g}")
         ax.set_xlabel(label)
         ax.set_ylabel("samples")
-        ax.set_title(f"{column} ({len(present)} measured)", fontsize=9)
+        ax.set_title(f"{column} ({len(present)} measured)" + (f"; off the axis: {', '.join(beyond)}" if beyond else ""),
+                     fontsize=9)  # fmt: skip
     _plot_languages(axes[len(panels)], decisions)
     _plot_flags(axes[len(panels) + 1], decisions)
     for ax in axes[n:]:
@@ -185,7 +202,9 @@ def plot_concepts(decisions: pd.DataFrame, filters: list[dict], path: Path, top:
     x = np.arange(len(order))
     for i, (name, c) in enumerate(counts.items()):
         bars.bar(x + (i - (len(counts) - 1) / 2) * width, c.reindex(order).fillna(0).to_numpy(), width, label=name)
-        tail.plot(np.arange(1, len(c) + 1), c.to_numpy(), drawstyle="steps-post", label=name)
+        # Drawn wider first, so that a later line lying on an earlier one leaves it visible.
+        tail.plot(np.arange(1, len(c) + 1), c.to_numpy(), drawstyle="steps-post", label=name,
+                  linewidth=4 - 1.2 * i, alpha=0.85)  # fmt: skip
     if balanced:
         for ax in (bars, tail):
             ax.axhline(balance["cap"], color="red", linestyle="--", linewidth=1.2, label=f"cap t = {balance['cap']}")
@@ -197,8 +216,8 @@ def plot_concepts(decisions: pd.DataFrame, filters: list[dict], path: Path, top:
     bars.legend(fontsize=8)
     tail.set_xscale("log")
     tail.set_yscale("log")
-    for axis in (bars.yaxis, tail.xaxis, tail.yaxis):
-        _plain_log_axis(axis)
+    for axis, extent in ((bars.yaxis, bars.get_ylim()), (tail.xaxis, tail.get_xlim()), (tail.yaxis, tail.get_ylim())):
+        _plain_log_axis(axis, _decades(extent))
     tail.set_xlabel("entry rank")
     tail.set_ylabel("samples matching the entry")
     tail.set_title("all entries, by rank", fontsize=10)
@@ -238,9 +257,13 @@ def plot_examples(decisions: pd.DataFrame, shard_folders: list[Path], path: Path
     cols = 6
     n_rows = max(1, -(-len(keys) // cols))
     fig, axes = plt.subplots(n_rows, cols, figsize=(3.1 * cols, 3.5 * n_rows))
-    for ax in np.ravel(axes):
+    for ax in np.ravel(axes)[len(keys):]:
         ax.axis("off")
     for ax, key in zip(np.ravel(axes), keys):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():  # a frame, so that a blank image still shows its cell
+            spine.set_color("lightgray")
         row = rows.loc[key]
         try:
             ax.imshow(decode_rgb(images[key]))
