@@ -17,7 +17,8 @@ def pool(n: int, **columns) -> pd.DataFrame:
         "n_words": 3, "n_chars": 12, "complexity": 2, "boilerplate": None, "url_like": False, "non_utf8": False,
         "language": "en", "language_confidence": 0.9, "decode_ok": True, "min_side": 100, "aspect_ratio": 1.0,
         "pixel_std": 40.0,
-        "image_sha256": [f"h{i}" for i in range(n)], "phash": [hashlib.sha256(str(i).encode()).hexdigest()[:16] for i in range(n)],  # ~32 bits apart
+        "image_sha256": [f"h{i}" for i in range(n)],
+        "phash": [hashlib.sha256(str(i).encode()).hexdigest()[:16] for i in range(n)],  # ~32 bits apart
         "eval_exact": False, "eval_hamming": 30.0, "caption_ocr_overlap": np.nan, "ocr_seconds": np.nan,
         "concepts": [[] for _ in range(n)],
     }  # fmt: skip
@@ -45,7 +46,8 @@ def test_caption_checks_name_the_first_failing_one():
 
 
 def test_language_and_image_verdicts():
-    m = pool(7, language=["en", "de", "en", "en", "en", None, "en"], language_confidence=[0.9, 0.99, 0.3, 0.9, 0.9, 0, 0.9],
+    m = pool(7, language=["en", "de", "en", "en", "en", None, "en"],
+             language_confidence=[0.9, 0.99, 0.3, 0.9, 0.9, 0, 0.9],
              decode_ok=[True, True, True, False, True, True, True], min_side=[100, 100, 100, np.nan, 10, 100, 100],
              pixel_std=[40, 40, 40, np.nan, 40, 40, 0.2])  # fmt: skip
     d = decide(m, [{"name": "language", "min_confidence": 0.5}, {"name": "image", "min_side": 32}])
@@ -81,7 +83,7 @@ def test_disabled_filters_do_nothing_and_bad_specs_are_refused():
 
 def test_dedup_keeps_the_first_survivor_of_each_group_and_names_it():
     m = pool(5, image_sha256=["a", "a", "a", "b", "c"], n_words=[1, 3, 3, 3, 3],
-             phash=["0000000000000000", "0000000000000000", "0000000000000000", "000000000000000f", "ffffffffffffffff"])  # fmt: skip
+             phash=["0" * 16, "0" * 16, "0" * 16, "000000000000000f", "f" * 16])  # fmt: skip
     d = by_key(decide(m, [{"name": "caption"}, {"name": "dedup", "max_hamming": 4}]))
     # s000 left at the caption filter, so s001 is the first copy still in the pool.
     assert pd.isna(d.loc["s000", "pass_dedup"]) and d.loc["s001", "kept"]

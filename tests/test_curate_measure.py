@@ -53,7 +53,8 @@ def test_image_measurements_and_a_broken_image_that_does_not_crash(measured):
     assert not m.loc["broken", "decode_ok"] and m.loc["broken", "decode_error"]
     assert pd.isna(m.loc["broken", "phash"]) and pd.isna(m.loc["broken", "min_side"])
     assert m.loc["blank", "pixel_std"] == 0 and pd.isna(m.loc["blank", "phash"])  # a blank image has no pHash
-    assert m.drop(index="broken")["decode_ok"].all() and m.drop(index=["broken", "blank"])["phash"].str.len().eq(16).all()
+    assert m.drop(index="broken")["decode_ok"].all()
+    assert m.drop(index=["broken", "blank"])["phash"].str.len().eq(16).all()
 
 
 def test_exact_and_near_duplicates_and_contamination(measured):
@@ -83,7 +84,8 @@ def test_decide_on_measurements_gives_every_sample_its_reason(measured):
     expected = {
         "good": "", "circle": "", "circle_copy": "dedup", "circle_near": "dedup", "sign": "text_spotting",
         "german": "language", "boilerplate": "caption", "file_name": "caption", "url": "caption",
-        "non_utf8": "caption", "short": "caption", "tiny": "image", "wide": "image", "broken": "image", "blank": "image",
+        "non_utf8": "caption", "short": "caption",
+        "tiny": "image", "wide": "image", "broken": "image", "blank": "image",
         "leaked": "decontaminate", "leaked_near": "decontaminate",
     }  # fmt: skip
     assert d["reason"].to_dict() == expected

@@ -131,7 +131,8 @@ def _alignment(m: pd.DataFrame, s: dict, alive: pd.Series) -> Verdict:
     passed = pd.Series(pd.NA, index=m.index, dtype="boolean")
     passed[alive] = False
     passed[top] = True
-    detail = pd.Series(None, index=m.index, dtype=object).mask(passed == False, "top_fraction")  # noqa: E712
+    failed = (passed == False).fillna(False).astype(bool)  # noqa: E712
+    detail = pd.Series(None, index=m.index, dtype=object).mask(failed, "top_fraction")
     return passed, detail
 
 
@@ -155,7 +156,8 @@ def _balance(m: pd.DataFrame, s: dict, alive: pd.Series) -> Verdict:
     passed[alive] = draw < probability
     matched = concepts.map(len) > 0
     detail = pd.Series(None, index=m.index, dtype=object)
-    detail = detail.mask((passed == False) & matched, "sampled_out").mask((passed == False) & ~matched, "unmatched")  # noqa: E712
+    failed = (passed == False).fillna(False).astype(bool)  # noqa: E712
+    detail = detail.mask(failed & matched, "sampled_out").mask(failed & ~matched, "unmatched")
     m["balance_probability"] = probability.reindex(m.index)
     return passed, detail
 

@@ -180,7 +180,8 @@ def _ocr_targets(measured: pd.DataFrame, s: dict) -> set[str]:
     return set(decided.loc[decided["kept"] & decided["decode_ok"], "key"])
 
 
-def measure_pool(shard_folders: list[Path], eval_folders: list[Path], settings: dict, progress: bool = True) -> pd.DataFrame:
+def measure_pool(shard_folders: list[Path], eval_folders: list[Path], settings: dict,
+                 progress: bool = True) -> pd.DataFrame:  # fmt: skip
     """One row per pool sample, in shard order, with every filter's measured columns (see COLUMNS).
 
     `attrs["seconds"]` holds each phase's wall time (with `ocr: all`, OCR runs inside the
