@@ -32,9 +32,10 @@ DEFAULT_SETTINGS: dict = {
     "ocr": "survivors",  # off | survivors | all
     "ocr_max_side": 640,  # OCR reads images scaled down to this longer side
     # With ocr: survivors, OCR reads the samples that pass these filters (those of the
-    # list placed before text_spotting that need no later measurement).
-    "filters": [{"name": "caption"}, {"name": "language"}, {"name": "image"}, {"name": "dedup"},
-                {"name": "decontaminate"}, {"name": "text_spotting"}],
+    # list placed before text_spotting that need no later measurement). Language is not
+    # among the defaults: lid.176 misjudges many short captions ("A ladybug." -> de).
+    "filters": [{"name": "caption"}, {"name": "image"}, {"name": "dedup"}, {"name": "decontaminate"},
+                {"name": "text_spotting"}],
 }  # fmt: skip
 
 # Every column of the measurements, in order.
