@@ -25,7 +25,7 @@ fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip wheel setuptools
 # torch and numpy first: ffcv's C extension is built against them without build isolation.
-"${pip[@]}" install -q "torch>=2.4" "torchvision>=0.19" "numpy>=1.26" numba
+"${pip[@]}" install -q "torch>=2.4" "torchvision>=0.19" "numpy>=2.0" numba
 "${pip[@]}" install -q --no-build-isolation ffcv==1.0.2
 "${pip[@]}" install -q -e ".[dev]"
 "$venv/bin/python" -c "import ffcv, torch, timm, mlflow, snakemake; print('setup: ok, torch', torch.__version__)"

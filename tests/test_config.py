@@ -18,7 +18,8 @@ def test_demo_config_is_valid_and_defaults_are_filled(demo):
     config = validate_config(demo)
     assert config["train"]["defaults"]["logit_bias_init"] == -10.0
     assert config["sources"]["openclipart"]["max_items"] is None
-    assert train_settings(config, "sail")["lr"] == demo["train"]["defaults"]["lr"]
+    assert train_settings(config, "basic")["lr"] == demo["train"]["defaults"]["lr"]
+    assert "pool" not in train_settings(config, "basic")
     assert probe_settings(config)["head"] == "linear"
 
 
@@ -29,11 +30,21 @@ def test_demo_config_is_valid_and_defaults_are_filled(demo):
         (lambda c: c["train"]["defaults"].update(lr="fast"), "train.defaults.lr"),
         (lambda c: c["train"]["runs"].update(x={"head": "huge"}), "train.runs.x.head"),
         (lambda c: c["train"]["runs"].update(x={"lrr": 1}), "train.runs.x"),
-        (lambda c: c["curate"].update(min_side=-1), "curate.min_side"),
+        (lambda c: c["curate"].update(min_side=-1), "curate"),
+        (lambda c: c["curate"]["pools"].update(p=["nope"]), "curate.pools.p.0"),
+        (lambda c: c["curate"]["filters"]["caption"].update(min_wrds=1), "curate.filters.caption"),
+        (lambda c: c["curate"]["measure"].update(ocr="sometimes"), "curate.measure"),
+        (lambda c: c["train"]["runs"].update(x={"pool": "missing"}), "train.runs.x.pool"),
+        (lambda c: c["probe"].update(pool="missing"), "probe.pool"),
+        (lambda c: c["curate"]["filters"]["alignment"].update(run="nope"), "curate.filters.alignment.run"),
+        (lambda c: c["train"]["runs"]["basic"].update(pool="aligned"), "trains on a pool that its own scores filter"),
+        (lambda c: c["curate"]["filters"]["alignment"].update(top_fraction=1.5), "curate.filters.alignment.top_fraction"),
         (lambda c: c.update(image_encoder="nope"), "image_encoder"),
         (lambda c: c["curate"].update(sources=["missing"]), "curate.sources"),
         (lambda c: c["evaluate"].update(retrieval=["openclipart"]), "no eval split"),
         (lambda c: c["sources"]["tuxpaint"].update(type="ftp"), "sources.tuxpaint.type"),
+        (lambda c: c["sources"].update(web={"type": "url_list"}), "sources.web.path: required"),
+        (lambda c: c["sources"].update(shards={"type": "webdataset"}), "sources.shards.urls: required"),
         (lambda c: c["evaluate"].update(templates=["no placeholder"]), "evaluate.templates.0"),
     ],
 )

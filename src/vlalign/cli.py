@@ -39,9 +39,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="source name (a key of `sources`)")
     p.add_argument("--out", required=True, help="output folder: {split}/shard-*.tar + manifest.parquet")
 
-    p = stage("curate", "filter the training pool; write curated shards + decisions.parquet")
+    p = stage("measure", "measure every curation filter's value for every sample of the pool")
+    p.add_argument("--inputs", nargs="+", required=True, help="shard folders of the pool")
+    p.add_argument("--eval-inputs", nargs="*", default=[], help="shard folders of eval splits (decontamination)")
+    p.add_argument("--out", required=True, help="measurements.parquet")
+
+    p = stage("select", "apply a curated pool's filters: decisions.parquet, curated shards, curation report")
+    p.add_argument("--pool", required=True, help="pool name (a key of curate.pools)")
+    p.add_argument("--measurements", required=True)
+    p.add_argument("--alignment-scores", help="scores.parquet of the run that scores this pool")
     p.add_argument("--inputs", nargs="+", required=True, help="shard folders of the pool")
     p.add_argument("--out", required=True)
+
+    p = stage("score", "alignment score of every pool pair under a trained run")
+    p.add_argument("--run", required=True, help="the scoring run (a key of train.runs)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--image-embeddings", required=True)
+    p.add_argument("--text-embeddings", required=True)
+    p.add_argument("--out", required=True, help="scores.parquet")
 
     p = stage("convert", "webdataset shards -> FFCV .beton + a sample table")
     p.add_argument("--inputs", nargs="+", required=True, help="shard folders")
@@ -59,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = stage(name, help)
         p.add_argument("--image-embeddings", required=True)
         p.add_argument("--text-embeddings", required=True)
+        p.add_argument("--pool-decisions", required=True, help="decisions.parquet of the curated pool to train on")
         p.add_argument("--out", required=True)
         if name == "train":
             p.add_argument("--run", required=True, help="run name (a key of train.runs)")
@@ -82,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from vlalign import commands
 
-    wildcards = {k: getattr(args, k) for k in ("source", "encoder", "run") if getattr(args, k, None)}
+    wildcards = {k: getattr(args, k) for k in ("source", "encoder", "run", "pool") if getattr(args, k, None)}
     try:
         settings = _settings(args, args.stage, **wildcards)
         getattr(commands, args.stage)(settings, args)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from vlalign.evaluate.aligned import paired_embeddings, project
-from vlalign.io import atomic_dir, write_json
+from vlalign.io import atomic_dir, atomic_path, write_json
 from vlalign.tracking import stage_run
 
 
@@ -35,16 +35,66 @@ def download(settings: dict, args: argparse.Namespace) -> None:
     _print_summary("download", summary)
 
 
-def curate(settings: dict, args: argparse.Namespace) -> None:
-    from vlalign.curate.run import run_curate
+def measure(settings: dict, args: argparse.Namespace) -> None:
+    """Every filter's measurement for every sample of the pool, once; pools are selections over it."""
+    from vlalign.curate.measure import measure_pool
 
-    with _run("curate", settings) as run:
-        summary = run_curate(args.inputs, args.out, settings["curate"], settings["samples_per_shard"])
+    with _run("measure", settings) as run:
+        with atomic_path(args.out) as tmp:
+            measurements = measure_pool([Path(f) for f in args.inputs], [Path(f) for f in args.eval_inputs],
+                                        settings["measure"])  # fmt: skip
+            measurements.to_parquet(tmp, index=False)
+        summary = {"samples": len(measurements), **{f"samples.{k}": int(v) for k, v in
+                   measurements["source"].value_counts().items()}}  # fmt: skip
+        summary.update({f"seconds.{k}": float(v) for k, v in measurements.attrs.get("seconds", {}).items()})
+        run.log_metrics(summary)
+        run.log_output("measurements", args.out)
+    _print_summary("measure", summary)
+
+
+def select(settings: dict, args: argparse.Namespace) -> None:
+    """Apply a pool's filters, in order, to the measurements; write decisions, curated shards, report."""
+    from vlalign.curate.decide import decide
+    from vlalign.curate.report import write_curation_report
+    from vlalign.curate.shards import write_curated_shards
+
+    filters = settings["filters"]
+    with _run("select", settings, pool=args.pool) as run:
+        measurements = pd.read_parquet(args.measurements)
+        if args.alignment_scores:
+            scores = pd.read_parquet(args.alignment_scores)
+            measurements = measurements.merge(scores, on="key", how="left")
+        folders = [Path(f) for f in args.inputs]
+        with atomic_dir(args.out) as tmp:
+            decisions = decide(measurements, filters)
+            with atomic_path(tmp / "decisions.parquet") as part:
+                decisions.to_parquet(part, index=False)
+            write_curated_shards(decisions, folders, tmp / "shards", settings["samples_per_shard"])
+            summary = write_curation_report(decisions, folders, tmp, filters)
         run.log_metrics(summary)
         run.log_output("decisions", Path(args.out) / "decisions.parquet")
-        run.log_output("filters_figure", Path(args.out) / "filters.png")
+        for figure in sorted(Path(args.out).glob("*.png")) + sorted(Path(args.out).glob("*.md")):
+            run.log_output(figure.stem, figure)
         run.log_output("shards", Path(args.out) / "shards")
-    _print_summary("curate", summary)
+    _print_summary("select", summary)
+
+
+def score(settings: dict, args: argparse.Namespace) -> None:
+    """Alignment score of every pool pair under a trained run (the bootstrap filter's input)."""
+    from vlalign.curate.alignment import alignment_scores
+    from vlalign.embed import resolve_device
+
+    with _run("score", settings, run=args.run) as run:
+        scores = alignment_scores(args.checkpoint, args.image_embeddings, args.text_embeddings,
+                                  device=resolve_device(settings["device"]))  # fmt: skip
+        with atomic_path(args.out) as tmp:
+            scores.to_parquet(tmp, index=False)
+        quantiles = scores["alignment_score"].quantile([0.1, 0.5, 0.9])
+        summary = {"pairs": len(scores), "mean": float(scores["alignment_score"].mean()),
+                   **{f"quantile_{int(q * 100)}": float(v) for q, v in quantiles.items()}}  # fmt: skip
+        run.log_metrics(summary)
+        run.log_output("scores", args.out)
+    _print_summary("score", summary)
 
 
 def convert(settings: dict, args: argparse.Namespace) -> None:
@@ -90,12 +140,14 @@ def embed(settings: dict, args: argparse.Namespace) -> None:
     _print_summary("embed", summary)
 
 
-def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path) -> tuple[object, list[dict]]:
+def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path) -> tuple[object, list[dict], int]:
     from vlalign.align.checkpoint import save_checkpoint
     from vlalign.align.trainer import train_alignment
     from vlalign.embed import resolve_device
 
-    image_emb, text_emb, keys = paired_embeddings(args.image_embeddings, args.text_embeddings)
+    decisions = pd.read_parquet(args.pool_decisions, columns=["key", "kept"])
+    kept = set(decisions.loc[decisions["kept"], "key"])
+    image_emb, text_emb, keys = paired_embeddings(args.image_embeddings, args.text_embeddings, keys=kept)
     device = resolve_device(settings["device"])
 
     def log_fn(step: int, metrics: dict) -> None:
@@ -103,10 +155,10 @@ def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path) ->
 
     result = train_alignment(image_emb, text_emb, settings["train"], log_fn=log_fn, device=device)
     extra = {"encoders": settings["encoders"], "image_dim": int(image_emb.shape[1]), "text_dim": int(text_emb.shape[1]),
-             "train_pairs": len(keys)}  # fmt: skip
+             "train_pairs": len(keys), "pool_decisions": str(args.pool_decisions)}  # fmt: skip
     save_checkpoint(out, result.model, extra)
     pd.DataFrame(result.history).to_csv(out / "curves.csv", index=False)
-    return result.model, result.history
+    return result.model, result.history, len(keys)
 
 
 def train(settings: dict, args: argparse.Namespace) -> None:
@@ -114,7 +166,7 @@ def train(settings: dict, args: argparse.Namespace) -> None:
 
     with _run("train", settings, run=args.run) as run:
         with atomic_dir(args.out) as tmp:
-            _, history = _train_and_save(settings, args, run, tmp)
+            _, history, _ = _train_and_save(settings, args, run, tmp)
             plot_training_curves(history, tmp / "curves.png", title=f"training run {args.run}")
             final = {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}
             write_json(tmp / "train_summary.json", final)
@@ -129,13 +181,14 @@ def probe(settings: dict, args: argparse.Namespace) -> None:
     pair = f"{settings['encoders']['image']['alias']}__{settings['encoders']['text']['alias']}"
     with _run("probe", settings, pair=pair) as run:
         with atomic_dir(args.out) as tmp:
-            model, _ = _train_and_save(settings, args, run, tmp)
+            model, _, train_pairs = _train_and_save(settings, args, run, tmp)
             image_emb, text_emb, _ = paired_embeddings(args.eval_image_embeddings, args.eval_text_embeddings)
             z_img, z_txt = project(model, image_emb, text_emb)
             metrics = retrieval_recall(z_img, z_txt, np.arange(len(z_txt)), ks=tuple(settings["ks"]))
             # SAIL's alignment-probing score: retrieval R@10 averaged over both directions.
             metrics["alignment_score"] = metrics.get("mean_recall_at_10", float("nan"))
             metrics = {f"{Path(args.eval_text_embeddings).parent.name}.{k}": v for k, v in metrics.items()}
+            metrics["train_pairs"] = float(train_pairs)
             write_json(tmp / "metrics.json", {"name": f"probe:{pair}", "metrics": metrics})
         run.log_metrics(metrics)
         run.log_output("metrics", Path(args.out) / "metrics.json")
@@ -181,4 +234,5 @@ def report(settings: dict, args: argparse.Namespace) -> None:
         table = write_report([Path(p) for p in args.metrics], Path(args.out))
         run.log_output("summary_md", Path(args.out) / "summary.md")
         run.log_output("summary_csv", Path(args.out) / "summary.csv")
+        run.log_output("comparison", Path(args.out) / "comparison.png")
     print(table, flush=True)

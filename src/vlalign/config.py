@@ -63,7 +63,8 @@ def validate_config(config: dict) -> dict:
 def _check_overrides(config: dict, validator) -> None:
     """Run overrides and probe settings use the train settings' keys; check each merged set."""
     settings_validator = validator.evolve(schema={"$defs": load_schema()["$defs"], "$ref": "#/$defs/train_settings"})
-    overrides = {f"train.runs.{name}": o for name, o in config["train"]["runs"].items()}
+    overrides = {f"train.runs.{name}": {k: v for k, v in o.items() if k != "pool"}
+                 for name, o in config["train"]["runs"].items()}  # fmt: skip
     overrides["probe.settings"] = config["probe"]["settings"]
     problems = []
     for key, override in overrides.items():
@@ -82,6 +83,27 @@ def _check_references(config: dict) -> None:
         if config[key] not in encoders:
             problems.append(f"{key}: {config[key]!r} is not defined under encoders ({sorted(encoders)})")
     sources = config["sources"]
+    curate = config["curate"]
+    pools, runs = curate["pools"], config["train"]["runs"]
+    for pool, names in pools.items():
+        for name in names:
+            if name not in curate["filters"]:
+                problems.append(f"curate.pools.{pool}: unknown filter {name!r} (filters: {sorted(curate['filters'])})")
+    for key, pool in [(f"train.runs.{r}.pool", run_pool(config, r)) for r in runs] + [("probe.pool", config["probe"]["pool"])]:
+        if pool not in pools:
+            problems.append(f"{key}: {pool!r} is not defined under curate.pools ({sorted(pools)})")
+    scorer = curate["filters"]["alignment"]["run"]
+    if any("alignment" in names for names in pools.values()):
+        if scorer not in runs:
+            problems.append(f"curate.filters.alignment.run: {scorer!r} is not defined under train.runs")
+        elif "alignment" in pools.get(run_pool(config, scorer), []):
+            problems.append(f"curate.filters.alignment.run: run {scorer!r} trains on a pool that its own scores filter")
+    problems += _curation_problems(curate)
+    required = {"url_list": "path", "folder": "path", "webdataset": "urls"}
+    for name, source in sources.items():
+        needed = required.get(source["type"])
+        if needed and not source.get(needed):
+            problems.append(f"sources.{name}.{needed}: required for type {source['type']}")
     for name in config["curate"]["sources"]:
         if name not in sources:
             problems.append(f"curate.sources: {name!r} is not defined under sources")
@@ -97,6 +119,24 @@ def _check_references(config: dict) -> None:
             problems.append(f"{key}: source {name!r} has no eval split (eval_fraction is 0)")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _curation_problems(curate: dict) -> list[str]:
+    """Filter and measurement settings are checked by the code that applies them, before any job."""
+    from vlalign.curate.decide import resolve_filter
+    from vlalign.curate.measure import check_settings
+
+    problems = []
+    for name, settings in curate["filters"].items():
+        try:
+            resolve_filter({"name": name, **settings})
+        except ValueError as exc:
+            problems.append(f"curate.filters.{name}: {exc}")
+    try:
+        check_settings(curate["measure"])
+    except ValueError as exc:
+        problems.append(f"curate.measure: {exc}")
+    return problems
 
 
 def load_config(path: str | Path) -> dict:
@@ -117,8 +157,24 @@ def eval_sources(config: dict) -> list[str]:
 
 
 def train_settings(config: dict, run: str) -> dict:
-    """The settings of one training run: `train.defaults` overridden by `train.runs[run]`."""
-    return {**config["train"]["defaults"], **config["train"]["runs"][run]}
+    """The settings of one training run: `train.defaults` overridden by `train.runs[run]` (less its pool)."""
+    overrides = {k: v for k, v in config["train"]["runs"][run].items() if k != "pool"}
+    return {**config["train"]["defaults"], **overrides}
+
+
+def run_pool(config: dict, run: str) -> str:
+    """The curated pool a run trains on."""
+    return config["train"]["runs"][run].get("pool", config["train"]["pool"])
+
+
+def pool_filters(config: dict, pool: str) -> list[dict]:
+    """A pool's filters in order, each `{"name": ..., **its settings}`."""
+    return [{"name": name, **config["curate"]["filters"][name]} for name in config["curate"]["pools"][pool]]
+
+
+def scoring_run(config: dict, pool: str) -> str | None:
+    """The run whose aligner scores `pool` (its `alignment` filter), if it has one."""
+    return config["curate"]["filters"]["alignment"]["run"] if "alignment" in config["curate"]["pools"][pool] else None
 
 
 def probe_settings(config: dict) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from vlalign.config import probe_settings, train_settings
+from vlalign.config import pool_filters, probe_settings, train_settings
 
 
 def stage_settings(config: dict, stage: str, **wildcards: str) -> dict:
@@ -18,8 +18,12 @@ def stage_settings(config: dict, stage: str, **wildcards: str) -> dict:
         source = wildcards["source"]
         specific = {"source": config["sources"][source], "deb_cache": config["deb_cache"],
                     "samples_per_shard": config["samples_per_shard"]}  # fmt: skip
-    elif stage == "curate":
-        specific = {"curate": config["curate"], "samples_per_shard": config["samples_per_shard"]}
+    elif stage == "measure":
+        specific = {"measure": _measure_settings(config)}
+    elif stage == "select":
+        specific = {"filters": pool_filters(config, wildcards["pool"]), "samples_per_shard": config["samples_per_shard"]}
+    elif stage == "score":
+        specific = {"device": config["train"]["device"]}
     elif stage == "convert":
         specific = {"convert": config["convert"]}
     elif stage == "embed":
@@ -38,6 +42,15 @@ def stage_settings(config: dict, stage: str, **wildcards: str) -> dict:
     else:
         raise ValueError(f"unknown stage {stage!r}")
     return {**common, **specific}
+
+
+def _measure_settings(config: dict) -> dict:
+    """With OCR on survivors, OCR reads what passes the filters a text-spotting pool applies first."""
+    measure = dict(config["curate"]["measure"])
+    spotting = [p for p, names in config["curate"]["pools"].items() if "text_spotting" in names]
+    if spotting and "filters" not in measure:
+        measure["filters"] = [f for f in pool_filters(config, spotting[0]) if f["name"] != "alignment"]
+    return measure
 
 
 def _tower_specs(config: dict) -> dict:

@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-from vlalign.config import ConfigError, eval_sources, validate_config
+from vlalign.config import ConfigError, eval_sources, run_pool, scoring_run, validate_config
 from vlalign.evaluate.run import eval_dataset
 from vlalign.stages import stage_settings_json
 
@@ -19,6 +19,7 @@ PAIR = f"{IMAGE_ENCODER}__{TEXT_ENCODER}"
 EVAL_SOURCES = eval_sources(config)
 DATASETS = ["pool", *(eval_dataset(s) for s in EVAL_SOURCES)]
 RUNS = list(config["train"]["runs"])
+POOLS = list(config["curate"]["pools"])
 
 
 wildcard_constraints:
@@ -26,6 +27,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     encoder="|".join(config["encoders"]),
     run="|".join(RUNS),
+    pool="|".join(POOLS),
 
 
 def settings(stage):
@@ -33,15 +35,40 @@ def settings(stage):
     return lambda wildcards: stage_settings_json(config, stage, **dict(wildcards.items()))
 
 
+def download_input(wildcards):
+    """A URL table or image folder of the source, so editing it re-runs the download."""
+    source = config["sources"][wildcards.source]
+    return [source["path"]] if source["type"] in ("url_list", "folder") else []
+
+
 def convert_input(wildcards):
-    """The curated pool, or the download of the source whose eval split the dataset is."""
+    """The downloads of the pool's sources, or of the source whose eval split the dataset is.
+
+    The whole pool is converted and embedded once; curated pools select from its embeddings.
+    """
     if wildcards.dataset == "pool":
-        return {"shards": "results/curate/pool"}
-    return {"shards": f"results/download/{wildcards.dataset.removeprefix('eval_')}"}
+        return {"downloads": [f"results/download/{s}" for s in config["curate"]["sources"]]}
+    return {"downloads": [f"results/download/{wildcards.dataset.removeprefix('eval_')}"]}
 
 
-def convert_folder(wildcards, input):
-    return f"{input.shards}/shards" if wildcards.dataset == "pool" else f"{input.shards}/eval"
+def convert_folders(wildcards, input):
+    split = "train" if wildcards.dataset == "pool" else "eval"
+    return [f"{folder}/{split}" for folder in input.downloads]
+
+
+def select_input(wildcards):
+    inputs = {
+        "measurements": "results/curate/measurements.parquet",
+        "pool": [f"results/download/{s}" for s in config["curate"]["sources"]],
+    }
+    scorer = scoring_run(config, wildcards.pool)
+    if scorer is not None:
+        inputs["scores"] = f"results/curate/alignment/{scorer}.parquet"
+    return inputs
+
+
+def curated_pool(pool):
+    return f"results/curate/pools/{pool}"
 
 
 def embeddings(dataset, encoder):

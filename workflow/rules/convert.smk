@@ -6,7 +6,7 @@ rule convert:
         table="results/beton/{dataset}.parquet",
     params:
         settings=settings("convert"),
-        folder=convert_folder,
+        folders=convert_folders,
     threads: config["convert"]["num_workers"]
     log:
         "results/logs/convert/{dataset}.log",
@@ -15,5 +15,5 @@ rule convert:
     conda:
         "../../envs/vlalign.yaml"
     shell:
-        "vlalign convert --settings {params.settings:q} --inputs {params.folder:q}"
+        "vlalign convert --settings {params.settings:q} --inputs {params.folders:q}"
         " --beton {output.beton:q} --table {output.table:q} > {log:q} 2>&1"

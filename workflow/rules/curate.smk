@@ -1,17 +1,68 @@
-rule curate:
+rule measure:
     input:
-        expand("results/download/{source}", source=config["curate"]["sources"]),
+        pool=expand("results/download/{source}", source=config["curate"]["sources"]),
+        evaluation=expand("results/download/{source}", source=EVAL_SOURCES),
     output:
-        directory("results/curate/pool"),
+        "results/curate/measurements.parquet",
     params:
-        settings=settings("curate"),
-        # the train split of every pool source
-        folders=lambda wildcards, input: [f"{folder}/train" for folder in input],
+        settings=settings("measure"),
+        pool_folders=lambda wildcards, input: [f"{folder}/train" for folder in input.pool],
+        eval_folders=lambda wildcards, input: [f"{folder}/eval" for folder in input.evaluation],
+    threads: 2
     log:
-        "results/logs/curate/pool.log",
+        "results/logs/curate/measure.log",
     benchmark:
-        "results/benchmarks/curate/pool.tsv"
+        "results/benchmarks/curate/measure.tsv"
     conda:
         "../../envs/vlalign.yaml"
     shell:
-        "vlalign curate --settings {params.settings:q} --inputs {params.folders:q} --out {output:q} > {log:q} 2>&1"
+        "vlalign measure --settings {params.settings:q} --inputs {params.pool_folders:q}"
+        " --eval-inputs {params.eval_folders:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule score_alignment:
+    input:
+        checkpoint="results/train/{run}",
+        image=embeddings("pool", IMAGE_ENCODER),
+        text=embeddings("pool", TEXT_ENCODER),
+    output:
+        "results/curate/alignment/{run}.parquet",
+    params:
+        settings=settings("score"),
+    resources:
+        gpu=1,
+    log:
+        "results/logs/curate/score_{run}.log",
+    benchmark:
+        "results/benchmarks/curate/score_{run}.tsv"
+    conda:
+        "../../envs/vlalign.yaml"
+    shell:
+        "vlalign score --settings {params.settings:q} --run {wildcards.run:q} --checkpoint {input.checkpoint:q}"
+        " --image-embeddings {input.image:q} --text-embeddings {input.text:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule select:
+    input:
+        unpack(select_input),
+    output:
+        report(
+            directory("results/curate/pools/{pool}"),
+            patterns=["{name}.png"],
+            caption="../report/curate.rst",
+            category="Curation",
+            subcategory="{pool}",
+        ),
+    params:
+        settings=settings("select"),
+        pool_folders=lambda wildcards, input: [f"{folder}/train" for folder in input.pool],
+        scores=lambda wildcards, input: ["--alignment-scores", input.scores] if "scores" in input.keys() else [],
+    log:
+        "results/logs/curate/select_{pool}.log",
+    benchmark:
+        "results/benchmarks/curate/select_{pool}.tsv"
+    conda:
+        "../../envs/vlalign.yaml"
+    shell:
+        "vlalign select --settings {params.settings:q} --pool {wildcards.pool:q} --measurements {input.measurements:q}"
+        " {params.scores:q} --inputs {params.pool_folders:q} --out {output:q} > {log:q} 2>&1"

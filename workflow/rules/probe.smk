@@ -2,12 +2,14 @@ rule probe:
     input:
         image=embeddings("pool", IMAGE_ENCODER),
         text=embeddings("pool", TEXT_ENCODER),
+        pool=curated_pool(config["probe"]["pool"]),
         eval_image=embeddings(eval_dataset(config["probe"]["eval_source"]), IMAGE_ENCODER),
         eval_text=embeddings(eval_dataset(config["probe"]["eval_source"]), TEXT_ENCODER),
     output:
         directory(f"results/probe/{PAIR}"),
     params:
         settings=settings("probe"),
+        decisions=lambda wildcards, input: f"{input.pool}/decisions.parquet",
     resources:
         gpu=1,
     log:
@@ -19,5 +21,6 @@ rule probe:
     shell:
         "vlalign probe --settings {params.settings:q}"
         " --image-embeddings {input.image:q} --text-embeddings {input.text:q}"
+        " --pool-decisions {params.decisions:q}"
         " --eval-image-embeddings {input.eval_image:q} --eval-text-embeddings {input.eval_text:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -2,14 +2,10 @@ rule report:
     input:
         evaluations=expand("results/evaluate/{run}/metrics.json", run=RUNS),
         probe=f"results/probe/{PAIR}",
-        curation=report(
-            "results/curate/pool",
-            patterns=["{name}.png"],
-            caption="../report/curate.rst",
-            category="Curation",
-        ),
+        pools=expand("results/curate/pools/{pool}", pool=POOLS),
     output:
         summary=report("results/report/summary.md", caption="../report/summary.rst", category="Results"),
+        comparison=report("results/report/comparison.png", caption="../report/summary.rst", category="Results"),
         table="results/report/summary.csv",
     params:
         settings=settings("report"),

@@ -2,6 +2,7 @@ rule train:
     input:
         image=embeddings("pool", IMAGE_ENCODER),
         text=embeddings("pool", TEXT_ENCODER),
+        pool=lambda wildcards: curated_pool(run_pool(config, wildcards.run)),
     output:
         report(
             directory("results/train/{run}"),
@@ -11,6 +12,7 @@ rule train:
         ),
     params:
         settings=settings("train"),
+        decisions=lambda wildcards, input: f"{input.pool}/decisions.parquet",
     resources:
         gpu=1,
     log:
@@ -21,4 +23,5 @@ rule train:
         "../../envs/vlalign.yaml"
     shell:
         "vlalign train --settings {params.settings:q} --run {wildcards.run:q}"
-        " --image-embeddings {input.image:q} --text-embeddings {input.text:q} --out {output:q} > {log:q} 2>&1"
+        " --image-embeddings {input.image:q} --text-embeddings {input.text:q}"
+        " --pool-decisions {params.decisions:q} --out {output:q} > {log:q} 2>&1"

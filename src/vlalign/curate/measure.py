@@ -66,7 +66,7 @@ COLUMNS = {
 _BEFORE_OCR = {"caption", "language", "image", "dedup", "decontaminate"}
 
 
-def _settings(settings: dict) -> dict:
+def check_settings(settings: dict) -> dict:
     unknown = set(settings) - set(DEFAULT_SETTINGS)
     if unknown:
         raise ValueError(f"curate measurement settings: unknown keys {sorted(unknown)}")
@@ -188,7 +188,7 @@ def measure_pool(shard_folders: list[Path], eval_folders: list[Path], settings: 
     `attrs["seconds"]` holds each phase's wall time (with `ocr: all`, OCR runs inside the
     images phase) and `attrs["ocr_samples"]` how many images OCR read.
     """
-    s = {**_settings(settings), "progress": progress}
+    s = {**check_settings(settings), "progress": progress}
     if s["ocr"] != "off":
         bundled_ocr_models()  # a missing model fails here, before any work
     seconds: dict[str, float] = {}

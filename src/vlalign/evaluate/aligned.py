@@ -5,14 +5,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def paired_embeddings(image_dir: str, text_dir: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Image and text embeddings of the same samples, row for row; refuses stores that disagree."""
+def paired_embeddings(image_dir: str, text_dir: str, keys: set[str] | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
+    """Image and text embeddings of the same samples, row for row; refuses stores that disagree.
+
+    With `keys`, only those samples (a curated pool), in store order; embeddings are computed
+    once for the whole pool and curated pools select from them.
+    """
     from vlalign.store.embeddings import open_embeddings
 
     images, texts = open_embeddings(image_dir), open_embeddings(text_dir)
-    if list(images.keys) != list(texts.keys):
+    stored = list(images.keys)
+    if stored != list(texts.keys):
         raise ValueError(f"{image_dir} and {text_dir} do not hold the same samples in the same order")
-    return images.to_numpy(), texts.to_numpy(), list(images.keys)
+    if keys is None:
+        return images.to_numpy(), texts.to_numpy(), stored
+    rows = np.flatnonzero(np.isin(np.asarray(stored, dtype=object), list(keys)))
+    if len(rows) == 0:
+        raise ValueError(f"none of the {len(keys)} selected samples is in {image_dir}")
+    return images.read(rows), texts.read(rows), [stored[r] for r in rows]
 
 
 def project(model, image_emb: np.ndarray | None, text_emb: np.ndarray | None) -> tuple[np.ndarray | None, ...]:

@@ -11,6 +11,7 @@ from vlalign.io import atomic_path
 
 # Columns shown in the printed table, in this order, when present.
 HEADLINE = [
+    "train_pairs",
     "eval_tuxpaint.image_to_text_recall_at_1",
     "eval_tuxpaint.text_to_image_recall_at_1",
     "eval_tuxpaint.mean_recall_at_10",
@@ -37,6 +38,38 @@ def write_report(metrics_files: list[Path], out_dir: Path) -> str:
     short = table[headline].rename(columns=lambda c: c.replace("_recall_at_", " R@").replace(".", " "))
     text = short.to_markdown(floatfmt=".3f")
     full = table.T.to_markdown(floatfmt=".4f")
+    figure = plot_comparison(table, out_dir / "comparison.png")
+    image = f"\n\n![comparison]({figure.name})" if figure else ""
     with atomic_path(out_dir / "summary.md") as part:
-        part.write_text(f"# vlalign results\n\n## Headline\n\n{text}\n\n## All metrics\n\n{full}\n")
+        part.write_text(f"# vlalign results\n\n## Headline\n\n{text}{image}\n\n## All metrics\n\n{full}\n")
     return text
+
+
+def plot_comparison(table: pd.DataFrame, path: Path) -> Path | None:
+    """Grouped bars of the headline metrics per model, pool sizes in the legend."""
+    metrics = [c for c in HEADLINE if c in table.columns and c != "train_pairs"]
+    if not metrics:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(2.2 * len(metrics) + 3, 4.2))
+    width = 0.8 / len(table)
+    for i, (model, row) in enumerate(table.iterrows()):
+        pairs = row.get("train_pairs")
+        label = f"{model} ({int(pairs):,} pairs)" if pd.notna(pairs) else model
+        ax.bar(np.arange(len(metrics)) + i * width, row[metrics].fillna(0).to_numpy(float), width, label=label)
+    ax.set_xticks(np.arange(len(metrics)) + width * (len(table) - 1) / 2)
+    ax.set_xticklabels([m.replace("_recall_at_", " R@").replace(".", "\n") for m in metrics], fontsize=8)
+    ax.set_ylabel("score (fraction)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, title="model (training pool)")
+    ax.set_title("Evaluation of every run and the linear probe")
+    fig.tight_layout()
+    with atomic_path(path) as part:
+        fig.savefig(part, dpi=110, format="png")
+    plt.close(fig)
+    return path

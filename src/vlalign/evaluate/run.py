@@ -39,7 +39,8 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dic
     model.eval()
     towers = info["encoders"]
     ev = settings["evaluate"]
-    metrics: dict[str, float] = {}
+    # The pool size travels with the metrics so a curation sweep can be read from one table.
+    metrics: dict[str, float] = {"train_pairs": float(info["train_pairs"])}
 
     def embeddings(dataset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
         base = results_dir / "embeddings" / dataset
