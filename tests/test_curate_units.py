@@ -8,7 +8,7 @@ from vlalign.curate.captions import DEFAULT_BOILERPLATE, boilerplate_match, cont
 from vlalign.curate.concepts import load_entries, match_concepts
 from vlalign.curate.dedup import greedy_duplicates, hamming, nearest, phash_codes
 from vlalign.curate.ocr import caption_overlap
-from vlalign.curate.parallel import ordered_map
+from vlalign.parallel import process_map
 
 
 @pytest.mark.parametrize("caption, expected", [
@@ -71,7 +71,7 @@ def test_greedy_duplicates_compare_with_kept_samples_only():
     assert greedy_duplicates(sha, phash, near=False)["of"].tolist() == [None, None, None, 10]
 
 
-def test_ordered_map_keeps_order_and_reads_ahead_only_a_few_batches():
+def test_process_map_keeps_order_and_reads_ahead_only_a_few_batches():
     consumed = []
 
     def batches():
@@ -79,10 +79,10 @@ def test_ordered_map_keeps_order_and_reads_ahead_only_a_few_batches():
             consumed.append(i)
             yield list(range(i))
 
-    results = ordered_map(len, batches(), workers=2)
+    results = process_map(len, batches(), workers=2)
     assert next(results) == 0 and len(consumed) <= 5  # 2 * workers in flight, then one more
     assert list(results) == list(range(1, 12))
-    assert list(ordered_map(len, iter([[1, 2], [3]]), workers=1)) == [2, 1]
+    assert list(process_map(len, iter([[1, 2], [3]]), workers=1)) == [2, 1]
 
 
 def test_undecodable_inputs_never_raise_from_measure_image():

@@ -19,7 +19,7 @@ from vlalign.data.debian import extract_deb, fetch_deb
 from vlalign.data.folder import folder_items
 from vlalign.data.images import inspect_image
 from vlalign.data.manifest import manifest_frame, manifest_row
-from vlalign.data.parallel import ordered_map
+from vlalign.parallel import thread_map
 from vlalign.data.shards import Sample, ShardWriter
 from vlalign.data.sources import DEBIAN_SOURCES, SourceItem, hash_fraction, split_of
 from vlalign.data.url_download import UrlListDownload
@@ -96,7 +96,7 @@ def write_items(name: str, items: Iterable[SourceItem], source: dict, out_dir: P
     with atomic_dir(out_dir) as tmp:
         writers: dict[str, ShardWriter] = {}
         progress = Progress(f"download {name}", total=total)
-        for row, sample in ordered_map(check, items, checks.threads):
+        for row, sample in thread_map(check, items, checks.threads):
             if sample is not None:
                 if row["split"] not in writers:
                     writers[row["split"]] = ShardWriter(tmp / row["split"], samples_per_shard)

@@ -19,7 +19,7 @@ from vlalign.curate.dedup import NO_HASH, greedy_duplicates, nearest, phash_code
 from vlalign.curate.images import measure_batch, ocr_batch
 from vlalign.curate.language import measure_language
 from vlalign.curate.ocr import bundled_ocr_models, caption_overlap
-from vlalign.curate.parallel import ordered_map
+from vlalign.parallel import process_map
 from vlalign.data.shards import Sample, iter_samples, shard_paths
 from vlalign.progress import Progress
 
@@ -103,7 +103,7 @@ def _run_batches(fn, tasks: Iterable, s: dict, label: str, total: int | None) ->
     """fn over batches of tasks in the worker processes, rows in task order, with progress lines."""
     progress = Progress(label, total=total, unit="images") if s["progress"] else _Silent()
     rows = []
-    for result in ordered_map(fn, _batches(tasks, s["batch_size"]), s["workers"]):
+    for result in process_map(fn, _batches(tasks, s["batch_size"]), s["workers"]):
         rows.extend(result)
         progress.update(len(result))
     progress.close()

@@ -26,7 +26,7 @@ import pandas as pd
 from vlalign.data.fetch import Fetcher
 from vlalign.data.images import inspect_image
 from vlalign.data.manifest import manifest_frame, manifest_row
-from vlalign.data.parallel import ordered_map
+from vlalign.parallel import thread_map
 from vlalign.data.shards import Sample, ShardWriter
 from vlalign.data.sources import hash_fraction, safe_key, split_of
 from vlalign.data.url_table import extras_as_json, read_url_table
@@ -160,7 +160,7 @@ class UrlListDownload:
         progress = Progress(f"download {self.name}", total=len(self.table))
         progress.update(sum(len(self.rows(chunk)) for chunk in finished))
         writer: _ChunkWriter | None = None
-        for chunk, row, sample in ordered_map(self._outcome, self._tasks(todo), self.source["threads"]):
+        for chunk, row, sample in thread_map(self._outcome, self._tasks(todo), self.source["threads"]):
             if writer is None or writer.chunk != chunk:
                 if writer is not None:
                     writer.finish()

@@ -1,0 +1,47 @@
+"""Ordered maps over a stream that keep only a window of calls in flight.
+
+`Executor.map` and `Pool.imap` read their whole input ahead: with image bytes in the
+items or results, a long source would sit in memory. Results come back in input order,
+so what is written from them is the same whatever the timing.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections import deque
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _windowed(fn: Callable[[T], R], items: Iterable[T], pool: Executor, window: int) -> Iterator[R]:
+    pending: deque = deque()
+    try:
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        # On an error or an abandoned generator, queued calls are dropped; running ones finish.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def thread_map(fn: Callable[[T], R], items: Iterable[T], threads: int, window_per_thread: int = 4) -> Iterator[R]:
+    """fn(item) for each item in threads (I/O-bound work), in order."""
+    return _windowed(fn, items, ThreadPoolExecutor(max_workers=threads), threads * window_per_thread)
+
+
+def process_map(fn: Callable[[T], R], batches: Iterable[T], workers: int) -> Iterator[R]:
+    """fn(batch) for each batch in worker processes (CPU-bound work), in order; `workers` <= 1 runs here.
+
+    Workers are spawned, not forked: the parent may hold threads (MLflow, BLAS) whose locks
+    a fork would copy.
+    """
+    if workers <= 1:
+        return map(fn, batches)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    return _windowed(fn, batches, pool, 2 * workers)
