@@ -1,4 +1,5 @@
 import pandas as pd
+from source_config import source_config
 import pytest
 
 from vlalign.data.images import inspect_image
@@ -8,7 +9,7 @@ from vlalign.download import run_download, select_items
 
 
 def source(type_, **kw):
-    return {"type": type_, "package": None, "eval_fraction": 0, "max_items": None, "per_class": None, **kw}
+    return source_config(type_, **kw)
 
 
 def test_tuxpaint_shards_manifest_and_split(deb_cache, tmp_path):
