@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from http_fixture import ImageServer, image_bytes
 from PIL import Image
 from source_config import source_config
 
@@ -18,6 +17,7 @@ from vlalign.data.images import inspect_image
 from vlalign.data.shards import iter_samples, shard_paths
 from vlalign.data.webdataset_source import expand_urls
 from vlalign.download import run_download
+from vlalign.testing import ImageServer, image_bytes
 
 
 def all_samples(out: Path) -> list:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from http_fixture import ImageServer
 from source_config import source_config
 
 from vlalign.data import url_download
 from vlalign.data.shards import iter_samples, shard_paths
 from vlalign.download import run_download
+from vlalign.testing import ImageServer
 
 CHUNK = 3
 

@@ -6,12 +6,12 @@ import json
 
 import pandas as pd
 import pytest
-from http_fixture import ImageServer
 from source_config import source_config
 
 from vlalign.data.images import inspect_image
 from vlalign.data.shards import iter_samples, shard_paths
 from vlalign.download import run_download
+from vlalign.testing import ImageServer
 
 MAX_BYTES = 50_000
 

@@ -1,4 +1,4 @@
-"""A local HTTP server for download tests: good images and every way a web image can go wrong.
+"""A local HTTP server for download tests and benchmarks: good images and every way a web image can go wrong.
 
 It listens on 127.0.0.1 at a port the OS picks, counts the requests of each path (to
 prove that resumed downloads fetch nothing twice), and stops at the end of the test;
@@ -8,6 +8,7 @@ its slow responses wait on an event that the shutdown sets, so no thread outlive
 from __future__ import annotations
 
 import io
+import mimetypes
 import struct
 import threading
 import zlib
@@ -48,7 +49,7 @@ class ImageServer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.big = bytes(max_bytes_hint * 2)
-        self.files: dict[str, bytes] = {}  # served at /files/NAME
+        self.files: dict[str, bytes] = {}  # served at /files/NAME, typed by NAME's extension
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -80,7 +81,8 @@ class ImageServer:
             data = image_bytes({"jpg": "JPEG", "png": "PNG", "gif": "GIF"}[kind], colour=colour)
             return self._send(handler, 200, data, f"image/{kind}")
         if kind == "files" and name in self.files:
-            return self._send(handler, 200, self.files[name], "application/x-tar")
+            content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            return self._send(handler, 200, self.files[name], content_type)
         if kind == "status":
             return self._send(handler, int(name), b"error page", "text/plain")
         if kind == "flaky":
