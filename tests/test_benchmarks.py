@@ -1,0 +1,35 @@
+"""The benchmarks run end to end and print what they promise (tiny sizes: the wiring, not the speed)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+DATA_STAGES = {
+    "download", "curate.image_checks", "curate.caption_heuristics", "curate.language", "curate.concepts",
+    "curate.dedup", "curate.decontamination", "curate.ocr", "curate.alignment_score",
+    "curate.measure_pool_without_ocr", "curate.balance", "curate.decide", "convert.write_beton",
+    "convert.verify_beton",
+}  # fmt: skip
+
+
+def test_data_throughput_prints_one_line_with_every_stage():
+    # One worker runs the image work in the benchmark's own process: no process start-up, a test in seconds.
+    command = [sys.executable, str(REPO / "benchmarks" / "data_throughput.py"),
+               "--samples", "40", "--ocr-samples", "2", "--workers", "1"]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = run.stdout.splitlines()
+    figures = json.loads(line)
+    assert figures["machine"]["cores"] >= 1 and figures["machine"]["cpu"] and figures["date"]
+    assert set(figures["stages"]) == DATA_STAGES
+    for name, stage in figures["stages"].items():
+        for key in ("samples", "wall_s", "cpu_s", "samples_per_s", "samples_per_cpu_s"):
+            assert stage[key] > 0, (name, key, stage)
+    assert figures["stages"]["curate.ocr"]["samples"] == 2
+    download = figures["stages"]["download"]
+    assert download["samples"] == 40 and download["skipped"] == 0
+    assert download["ok"] + download["failed"] == 40 and sum(download["errors"].values()) == download["failed"]
+    assert figures["stages"]["convert.write_beton"]["written"] == figures["stages"]["convert.verify_beton"]["samples"]
