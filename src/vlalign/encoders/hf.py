@@ -6,34 +6,41 @@ import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-from .registry import TEXT_POOLINGS, TOKEN_POOLINGS, ImageEncoder, TextEncoder, pool_tokens
+from .registry import TEXT_POOLINGS, TOKEN_POOLINGS, ImageEncoder, TextEncoder, pool_tokens, resolve_precision
 
 
-def _processor_geometry(processor) -> tuple[int, list[float], list[float]]:
-    """Input side and mean/std in 0..255 pixel units, as the processor would prepare images."""
+def _processor_geometry(processor) -> tuple[int, float, list[float], list[float]]:
+    """Input side, centre-crop ratio and mean/std in 0..255 units, as the processor prepares images."""
+    size = processor.size
+    resized = size.get("height") or size.get("shortest_edge")
+    side, crop_ratio = resized, 1.0
     if getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None):
+        # Resize the short side to `resized`, then crop `side`: a centre crop of side/resized.
         side = processor.crop_size["height"]
-    else:
-        size = processor.size
-        side = size.get("height") or size.get("shortest_edge")
+        crop_ratio = min(1.0, side / resized)
     # The processor rescales first, so its mean/std are in rescaled units.
     scale = processor.rescale_factor if getattr(processor, "do_rescale", True) else 1.0
     mean = [m / scale for m in processor.image_mean]
     std = [s / scale for s in processor.image_std]
-    return int(side), mean, std
+    return int(side), crop_ratio, mean, std
 
 
 class HfImageEncoder(ImageEncoder):
-    """Pools `last_hidden_state`, which ViT and DINOv2 already pass through their final norm."""
+    """Pools `last_hidden_state`, which ViT and DINOv2 already pass through their final norm.
+
+    transformers picks PyTorch's fused SDPA attention by itself where the architecture has it;
+    `model_kwargs={"attn_implementation": ...}` overrides it.
+    """
 
     def __init__(self, name: str, device: str = "cpu", path=None, pooling: str | None = None,
-                 model_kwargs: dict | None = None):
+                 model_kwargs: dict | None = None, precision: str = "auto", compile: bool = False):
         pooling = pooling or "cls"
         if pooling not in TOKEN_POOLINGS:
             raise ValueError(f"hf:{name}: pooling {pooling!r} not in {TOKEN_POOLINGS}")
         source = str(path or name)
-        side, mean, std = _processor_geometry(AutoImageProcessor.from_pretrained(source))
-        super().__init__(f"hf:{name}", side, mean, std, pooling, device, path=path)
+        side, crop_ratio, mean, std = _processor_geometry(AutoImageProcessor.from_pretrained(source))
+        super().__init__(f"hf:{name}", side, mean, std, pooling, device, path=path, crop_ratio=crop_ratio,
+                         precision=precision, compile=compile)
         self.model = AutoModel.from_pretrained(source, **(model_kwargs or {}))
         # CLS plus DINOv2's register tokens precede the patch tokens.
         self.num_prefix_tokens = 1 + int(getattr(self.model.config, "num_register_tokens", 0) or 0)
@@ -66,7 +73,8 @@ def _default_max_length(tokenizer, config) -> int | None:
 
 class HfTextEncoder(TextEncoder):
     def __init__(self, name: str, device: str = "cpu", path=None, pooling: str | None = None,
-                 max_length: int | None = None, prefix: str = "", model_kwargs: dict | None = None):
+                 max_length: int | None = None, prefix: str = "", model_kwargs: dict | None = None,
+                 precision: str = "auto"):
         if pooling not in TEXT_POOLINGS:
             raise ValueError(
                 f"hf-text:{name}: pooling must be one of {TEXT_POOLINGS}, the model's own "
@@ -78,6 +86,7 @@ class HfTextEncoder(TextEncoder):
         self.prefix = prefix
         self.path = None if path is None else str(path)
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.model = AutoModel.from_pretrained(source, **(model_kwargs or {}))
         self.model.eval().requires_grad_(False).to(self.device)

