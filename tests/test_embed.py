@@ -1,12 +1,16 @@
 """The embed stage end to end on CPU with the packaged EfficientNet-Lite0 and MiniLM."""
 
+import json
+
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from fixtures_models import write_test_shards
 
-from vlalign.embed import embed_images, embed_texts, resolve_device
+from vlalign.cli import main
+from vlalign.embed import embed_images, embed_texts, part_rows, resolve_device
 from vlalign.encoders import create_encoder
 from vlalign.store.beton import image_loader, write_beton
 from vlalign.store.embeddings import EmbeddingWriter, open_embeddings
@@ -99,3 +103,66 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def _cli_settings(tmp_path, spec: str, batch_size: int) -> str:
+    return json.dumps({
+        "experiment": "embed-test", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "encoder": {"spec": spec, "batch_size": batch_size, "path": None, "pooling": None, "max_length": None,
+                    "prefix": "", "model_kwargs": {}, "precision": "auto", "compile": False},
+        "embed": {"num_workers": 1, "device": "cpu", "parts": 3},
+    })  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", ["efficientnet-lite0", "all-minilm-l6-v2"])
+def test_scatter_into_three_parts_then_gather_equals_one_pass(dataset, spec, tmp_path):
+    """Through the real command line, as the workflow's embed_part and gather_embeddings rules run it."""
+    beton, table = dataset
+    # Batches of one: every item then goes through the same kernels in both runs, so equal means equal.
+    settings = _cli_settings(tmp_path, spec, batch_size=1)
+    common = ["--settings", settings, "--encoder", "enc", "--dataset", "data", "--beton", str(beton),
+              "--table", str(table)]  # fmt: skip
+    assert main(["embed", *common, "--out", str(tmp_path / "one")]) == 0
+    parts = [str(tmp_path / "parts" / str(i)) for i in range(3)]
+    for i, out in enumerate(parts):
+        assert main(["embed", *common, "--part", str(i), "--parts", "3", "--out", out]) == 0
+        assert open_embeddings(out).meta["rows"] == [10 * i // 3, 10 * (i + 1) // 3]
+    assert main(["gather-embeddings", "--parts", *parts, "--out", str(tmp_path / "gathered")]) == 0
+
+    one, gathered = open_embeddings(tmp_path / "one"), open_embeddings(tmp_path / "gathered")
+    assert gathered.keys == one.keys == pd.read_parquet(table)["key"].tolist()
+    np.testing.assert_array_equal(gathered.to_numpy(), one.to_numpy())
+    ignored = ("parts", "rows_per_part", "gathered_from")
+    assert {k: v for k, v in gathered.meta.items() if k not in ignored} == {
+        k: v for k, v in one.meta.items() if k not in ignored}
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("embed-test").experiment_id])
+    assert sorted(r.data.tags.get("wildcard.part", "-") for r in runs) == ["-", "0-of-3", "1-of-3", "2-of-3"]
+    assert all(r.data.params["resolved.precision"] in ("fp32", "bf16") and r.data.metrics["items_per_s"] > 0
+               for r in runs)  # fmt: skip
+
+
+def test_a_part_resumes_only_with_its_own_rows(dataset, tmp_path, monkeypatch):
+    append = EmbeddingWriter.append
+
+    def killed_after_one_batch(self, features, keys):
+        append(self, features, keys)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(EmbeddingWriter, "append", killed_after_one_batch)
+    with pytest.raises(RuntimeError):
+        _embed_lite0(dataset, tmp_path / "part", rows_per_part=1, part=1, parts=3)
+    monkeypatch.setattr(EmbeddingWriter, "append", append)
+    with pytest.raises(ValueError, match=r"other settings.*rows \[3, 6\]"):
+        _embed_lite0(dataset, tmp_path / "part", rows_per_part=1, part=1, parts=2)
+
+
+def test_part_rows_cover_every_row_once():
+    for count in (0, 1, 10, 11):
+        for parts in (1, 2, 3, 7):
+            ranges = [part_rows(count, i, parts) for i in range(parts)]
+            assert ranges[0][0] == 0 and ranges[-1][1] == count
+            assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    with pytest.raises(ValueError, match="part 3 of 3"):
+        part_rows(10, 3, 3)

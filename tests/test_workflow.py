@@ -36,13 +36,29 @@ def test_demo_dag_dry_run(tmp_path):
     write_config(tmp_path, demo_config())
     result = snakemake("-n", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert job_counts(result.stdout) == {"download": 3, "measure": 1, "select": 4, "score_alignment": 1, "convert": 3, "embed": 6,
+                    "train": 4, "probe": 1, "evaluate": 4, "report": 1, "all": 1, "total": 29}  # fmt: skip
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """The job-stats table of a dry run: rule name -> number of jobs."""
     jobs = {}
-    for line in result.stdout.splitlines():
+    for line in dry_run_output.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit() and not parts[0].endswith(":"):
             jobs[parts[0]] = int(parts[1])
-    assert jobs == {"download": 3, "measure": 1, "select": 4, "score_alignment": 1, "convert": 3, "embed": 6,
-                    "train": 4, "probe": 1, "evaluate": 4, "report": 1, "all": 1, "total": 29}  # fmt: skip
+    return jobs
+
+
+def test_embed_scatters_into_parts_and_gathers(tmp_path):
+    config = demo_config()
+    config["embed"]["parts"] = 3
+    write_config(tmp_path, config)
+    result = snakemake("-n", "--quiet", "rules", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = job_counts(result.stdout)
+    # Three datasets x two encoders, each in three parts, then one gather per store.
+    assert (counts["embed_part"], counts["gather_embeddings"]) == (18, 6) and "embed" not in counts
 
 
 def write_config(workdir: Path, config: dict) -> None:

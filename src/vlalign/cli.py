@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beton", required=True)
     p.add_argument("--table", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--part", type=int, default=0, help="embed only this part of the rows (0-based)")
+    p.add_argument("--parts", type=int, default=1, help="into how many contiguous parts the rows are split")
+
+    p = sub.add_parser("gather-embeddings", help="join the parts of a scattered embed into one store")
+    p.add_argument("--parts", nargs="+", required=True, help="part folders, in part order")
+    p.add_argument("--out", required=True)
 
     for name, help in (("train", "train SAIL alignment layers"), ("probe", "SAIL's linear alignment probe")):
         p = stage(name, help)
@@ -100,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
 
     wildcards = {k: getattr(args, k) for k in ("source", "encoder", "run", "pool") if getattr(args, k, None)}
     try:
-        settings = _settings(args, args.stage, **wildcards)
-        getattr(commands, args.stage)(settings, args)
+        # Every stage but gather-embeddings (which only joins files) reads the config.
+        settings = _settings(args, args.stage, **wildcards) if hasattr(args, "settings") else {}
+        getattr(commands, args.stage.replace("-", "_"))(settings, args)
     except ConfigError as exc:
         print(f"vlalign {args.stage}: {exc}", file=sys.stderr)
         return 2

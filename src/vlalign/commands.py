@@ -123,21 +123,34 @@ def convert(settings: dict, args: argparse.Namespace) -> None:
 
 def embed(settings: dict, args: argparse.Namespace) -> None:
     from vlalign.embed import embed_images, embed_texts
-    from vlalign.encoders import is_text_spec
+    from vlalign.encoders import encoder_options, is_text_spec
 
     encoder = settings["encoder"]
-    options = {k: encoder[k] for k in ("path", "pooling", "max_length", "prefix")}
-    with _run("embed", settings, dataset=args.dataset, encoder=args.encoder) as run:
+    options = encoder_options(encoder)
+    scatter = {"part": args.part, "parts": args.parts}
+    part = {"part": f"{args.part}-of-{args.parts}"} if args.parts > 1 else {}
+    with _run("embed", settings, dataset=args.dataset, encoder=args.encoder, **part) as run:
         if is_text_spec(encoder["spec"]):
             summary = embed_texts(args.table, encoder["spec"], options, args.out, batch_size=encoder["batch_size"],
-                                  device=settings["embed"]["device"])  # fmt: skip
+                                  device=settings["embed"]["device"], **scatter)  # fmt: skip
         else:
             summary = embed_images(args.beton, args.table, encoder["spec"], options, args.out,
                                    batch_size=encoder["batch_size"], num_workers=settings["embed"]["num_workers"],
-                                   device=settings["embed"]["device"])  # fmt: skip
+                                   device=settings["embed"]["device"], **scatter)  # fmt: skip
+        meta = json.loads((Path(args.out) / "meta.json").read_text())
+        # What was really run (resolved precision, preprocessing), next to the configured settings.
+        run.log_params({f"resolved.{k}": v for k, v in meta.items() if k not in ("parts", "count", "dim")})
         run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         run.log_output("embeddings", args.out)
     _print_summary("embed", summary)
+
+
+def gather_embeddings(settings: dict, args: argparse.Namespace) -> None:
+    """Join the parts of a scattered embed into one store (hard links: no data is copied)."""
+    from vlalign.store.embeddings import gather_embeddings as gather
+
+    meta = gather(args.parts, args.out)
+    _print_summary("gather_embeddings", {"count": meta["count"], "parts": meta["gathered_from"]})
 
 
 def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path) -> tuple[object, list[dict], int]:

@@ -77,11 +77,17 @@ def _check_overrides(config: dict, validator) -> None:
 
 def _check_references(config: dict) -> None:
     """Cross-key checks that a JSON schema cannot express."""
+    from vlalign.encoders import check_encoder_entry, is_text_spec
+
     problems = []
     encoders = config["encoders"]
-    for key in ("image_encoder", "text_encoder"):
+    for alias, entry in encoders.items():
+        problems += [f"encoders.{alias}: {problem}" for problem in check_encoder_entry(entry)]
+    for key, wants_text in (("image_encoder", False), ("text_encoder", True)):
         if config[key] not in encoders:
             problems.append(f"{key}: {config[key]!r} is not defined under encoders ({sorted(encoders)})")
+        elif not check_encoder_entry(encoders[config[key]]) and is_text_spec(encoders[config[key]]["spec"]) != wants_text:
+            problems.append(f"{key}: {config[key]!r} is not {'a text' if wants_text else 'an image'} encoder")
     sources = config["sources"]
     curate = config["curate"]
     pools, runs = curate["pools"], config["train"]["runs"]

@@ -1,4 +1,9 @@
-"""Embed stage: frozen-encoder features of a .beton's images or a table's captions, resumable."""
+"""Embed stage: frozen-encoder features of a .beton's images or a table's captions, resumable.
+
+A dataset can be split into `parts` contiguous row ranges (`part_rows`) that separate jobs embed
+in parallel (N GPUs, N SLURM jobs); `vlalign.store.embeddings.gather_embeddings` joins them into
+the store one pass would have written.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from .encoders import create_encoder
+from .progress import Progress
 from .store.beton import image_loader
 from .store.embeddings import EmbeddingWriter
 
@@ -24,11 +29,27 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def part_rows(count: int, part: int, parts: int) -> tuple[int, int]:
+    """Rows [start, stop) of part `part` when `count` rows are split into `parts` near-equal ranges."""
+    if parts < 1 or not 0 <= part < parts:
+        raise ValueError(f"part {part} of {parts}: expected 0 <= part < parts")
+    return count * part // parts, count * (part + 1) // parts
+
+
 def _read_table(table_path, columns: list[str]) -> pd.DataFrame:
     table = pd.read_parquet(table_path, columns=["row", *columns]).sort_values("row")
     if not np.array_equal(table["row"].to_numpy(), np.arange(len(table))):
         raise ValueError(f"{table_path}: rows are not 0..{len(table) - 1}")
     return table.reset_index(drop=True)
+
+
+def _open_writer(out_dir, encoder, source, table_path, count: int, part: int, parts: int, rows_per_part: int):
+    start, stop = part_rows(count, part, parts)
+    # The row range is part of the settings a resumed job must match: a changed split starts afresh.
+    meta = {**encoder.describe(), "source": str(source), "table": str(table_path),
+            "rows": [start, stop], "dataset_rows": count}  # fmt: skip
+    writer = EmbeddingWriter(out_dir, encoder.dim, rows_per_part=rows_per_part, meta=meta, resume=True)
+    return writer, start, stop
 
 
 def _summary(writer: EmbeddingWriter, resumed_from: int, started: float) -> dict:
@@ -46,53 +67,85 @@ def _summary(writer: EmbeddingWriter, resumed_from: int, started: float) -> dict
 
 def embed_images(beton_path, table_path, encoder_spec: str, encoder_options: dict | None,
                  out_dir: str | os.PathLike, batch_size: int = 64, num_workers: int = 2,
-                 device: str = "auto", progress: bool = True, rows_per_part: int = 65536) -> dict:
-    """Image features of every row of the .beton into an embedding store keyed by the table."""
+                 device: str = "auto", progress: bool = True, rows_per_part: int = 65536,
+                 part: int = 0, parts: int = 1) -> dict:
+    """Image features of the .beton's rows (all, or part `part` of `parts`) into an embedding store.
+
+    Decoding, cropping and resizing run in ffcv's loader workers; normalisation, precision and
+    memory layout are the encoder's, on the device.
+    """
     started = time.perf_counter()
     encoder = create_encoder(encoder_spec, device=resolve_device(device), **(encoder_options or {}))
     keys = _read_table(table_path, ["key"])["key"].to_numpy()
-    meta = {**encoder.describe(), "source": str(beton_path), "table": str(table_path)}
-    writer = EmbeddingWriter(out_dir, encoder.dim, rows_per_part=rows_per_part, meta=meta, resume=True)
-    start = writer.rows_done
-    if start < len(keys):
+    writer, start, stop = _open_writer(out_dir, encoder, beton_path, table_path, len(keys), part, parts,
+                                       rows_per_part)  # fmt: skip
+    done = writer.rows_done
+    if start + done < stop:
         loader = image_loader(
-            Path(beton_path), encoder.image_size, batch_size, num_workers,
-            device=str(encoder.device), indices=np.arange(start, len(keys)),
+            Path(beton_path), encoder.image_size, batch_size, num_workers, device=str(encoder.device),
+            indices=np.arange(start + done, stop), crop_ratio=encoder.crop_ratio,
         )
         if loader.reader.num_samples != len(keys):
             raise ValueError(f"{beton_path} holds {loader.reader.num_samples} images, {table_path} {len(keys)} rows")
-        _embed_batches(encoder, loader, keys, writer, start, progress)
-    return _summary(writer, start, started)
+        bar = Progress(f"embed {encoder.spec}", total=stop - start, unit="images", enabled=progress, initial=done)
+        _embed_batches(encoder, loader, keys, writer, start + done, bar)
+        bar.close()
+    return _summary(writer, done, started)
 
 
-def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, start: int, progress: bool) -> None:
-    expected = start
-    with tqdm(total=len(keys), initial=start, unit="img", desc=encoder.spec, disable=not progress) as bar:
-        for images, rows in loader:
-            rows = rows.view(-1).cpu().numpy()
-            # The loader must hand rows back in order, or keys and features would drift apart.
-            if not np.array_equal(rows, np.arange(expected, expected + len(rows))):
-                raise ValueError(f"{loader.reader.file_name}: rows out of order at {expected} (got {rows[:4]}...)")
-            writer.append(encoder(images).cpu().numpy(), keys[rows].tolist())
-            expected += len(rows)
-            bar.update(len(rows))
+def _start_copy(features: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """float16 features on their way to host memory; on CUDA the copy runs behind the next batch."""
+    half = features.to(torch.float16)
+    if half.device.type != "cuda":
+        return half, None
+    host = torch.empty(half.shape, dtype=half.dtype, pin_memory=True)
+    host.copy_(half, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
+
+
+def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, first: int, bar: Progress) -> None:
+    expected = first
+    in_flight = []  # (host features, copy event, rows): written one batch late so the GPU never waits
+
+    def write_oldest() -> None:
+        host, event, rows = in_flight.pop(0)
+        if event is not None:
+            event.synchronize()
+        writer.append(host.numpy(), keys[rows].tolist())
+        bar.update(len(rows))
+
+    for images, rows in loader:
+        rows = rows.view(-1).numpy()  # the row pipeline stays on the CPU: reading it never syncs
+        # The loader must hand rows back in order, or keys and features would drift apart.
+        if not np.array_equal(rows, np.arange(expected, expected + len(rows))):
+            raise ValueError(f"{loader.reader.file_name}: rows out of order at {expected} (got {rows[:4]}...)")
+        expected += len(rows)
+        in_flight.append((*_start_copy(encoder(images)), rows.copy()))
+        if len(in_flight) > 1:
+            write_oldest()
+    while in_flight:
+        write_oldest()
 
 
 def embed_texts(table_path, encoder_spec: str, encoder_options: dict | None, out_dir: str | os.PathLike,
                 batch_size: int = 256, device: str = "auto", progress: bool = True,
-                rows_per_part: int = 65536) -> dict:
-    """Caption features of every row of the table into an embedding store keyed like the images."""
+                rows_per_part: int = 65536, part: int = 0, parts: int = 1) -> dict:
+    """Caption features of the table's rows (all, or part `part` of `parts`), keyed like the images."""
     started = time.perf_counter()
     encoder = create_encoder(encoder_spec, device=resolve_device(device), **(encoder_options or {}))
     table = _read_table(table_path, ["key", "caption"])
-    meta = {**encoder.describe(), "source": str(table_path), "table": str(table_path)}
-    writer = EmbeddingWriter(out_dir, encoder.dim, rows_per_part=rows_per_part, meta=meta, resume=True)
-    start = writer.rows_done
-    # Chunks of many batches: the encoder sorts by length within a chunk, so bigger is better bucketing.
+    writer, start, stop = _open_writer(out_dir, encoder, table_path, table_path, len(table), part, parts,
+                                       rows_per_part)  # fmt: skip
+    done = writer.rows_done
+    bar = Progress(f"embed {encoder.spec}", total=stop - start, unit="texts", enabled=progress, initial=done)
+    # Chunks of many batches: the encoder sorts by length within a chunk (bucketing), so padding stays
+    # small; a chunk is also the unit a killed job loses at most.
     chunk = 16 * batch_size
-    with tqdm(total=len(table), initial=start, unit="text", desc=encoder.spec, disable=not progress) as bar:
-        for begin in range(start, len(table), chunk):
-            part = table.iloc[begin:begin + chunk]
-            writer.append(encoder.encode(part["caption"].tolist(), batch_size=batch_size), part["key"].tolist())
-            bar.update(len(part))
-    return _summary(writer, start, started)
+    for begin in range(start + done, stop, chunk):
+        texts = table.iloc[begin:min(begin + chunk, stop)]
+        writer.append(encoder.encode(texts["caption"].tolist(), batch_size=batch_size), texts["key"].tolist())
+        bar.update(len(texts))
+    bar.close()
+    return _summary(writer, done, started)

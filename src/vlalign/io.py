@@ -35,11 +35,16 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        replace_dir(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_dir(finished: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move the complete folder `finished` onto `path`, replacing whatever was there."""
+    if Path(path).exists():
+        shutil.rmtree(path)
+    os.replace(finished, path)
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

@@ -12,23 +12,25 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Prints `label: done/total (pct) rate/s ETA` at most every `interval` seconds, and at the end."""
+    """Prints `label: done/total (pct) rate/s ETA` at most every `interval` seconds, and at the end;
+    `enabled=False` counts silently."""
 
-    def __init__(self, label: str, total: int | None, unit: str = "items", interval: float = 10.0):
-        self.label, self.total, self.unit, self.interval = label, total, unit, interval
-        self.done = 0
+    def __init__(self, label: str, total: int | None, unit: str = "items", interval: float = 10.0,
+                 enabled: bool = True, initial: int = 0):
+        self.label, self.total, self.unit, self.interval, self.enabled = label, total, unit, interval, enabled
+        self.initial = self.done = initial  # a resumed job's rate counts only what it did itself
         self.started = self._last = time.time()
 
     def update(self, n: int = 1) -> None:
         self.done += n
         now = time.time()
-        if now - self._last >= self.interval:
+        if self.enabled and now - self._last >= self.interval:
             self._last = now
             self._print(now)
 
     def _print(self, now: float, final: bool = False) -> None:
         elapsed = max(now - self.started, 1e-9)
-        rate = self.done / elapsed
+        rate = (self.done - self.initial) / elapsed
         parts = [f"{self.label}: {self.done}"]
         if self.total:
             parts[0] += f"/{self.total} ({100 * self.done / self.total:.0f}%)"
@@ -40,4 +42,5 @@ class Progress:
         print(", ".join(parts), file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        self._print(time.time(), final=True)
+        if self.enabled:
+            self._print(time.time(), final=True)

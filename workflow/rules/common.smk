@@ -28,6 +28,7 @@ wildcard_constraints:
     encoder="|".join(config["encoders"]),
     run="|".join(RUNS),
     pool="|".join(POOLS),
+    part=r"\d+",
 
 
 def settings(stage):

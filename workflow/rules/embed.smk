@@ -1,20 +1,66 @@
-rule embed:
-    input:
-        beton="results/beton/{dataset}.beton",
-        table="results/beton/{dataset}.parquet",
-    output:
-        directory("results/embeddings/{dataset}/{encoder}"),
-    params:
-        settings=settings("embed"),
-    threads: config["embed"]["num_workers"]
-    resources:
-        gpu=1,
-    log:
-        "results/logs/embed/{dataset}/{encoder}.log",
-    benchmark:
-        "results/benchmarks/embed/{dataset}/{encoder}.tsv"
-    conda:
-        "../../envs/vlalign.yaml"
-    shell:
-        "vlalign embed --settings {params.settings:q} --encoder {wildcards.encoder:q} --dataset {wildcards.dataset:q}"
-        " --beton {input.beton:q} --table {input.table:q} --out {output:q} > {log:q} 2>&1"
+# With embed.parts > 1 every dataset is split into that many contiguous row ranges, embedded by
+# separate jobs (one GPU each, or one SLURM job each), then gathered into one store.
+EMBED_PARTS = config["embed"]["parts"]
+
+
+if EMBED_PARTS == 1:
+
+    rule embed:
+        input:
+            beton="results/beton/{dataset}.beton",
+            table="results/beton/{dataset}.parquet",
+        output:
+            directory("results/embeddings/{dataset}/{encoder}"),
+        params:
+            settings=settings("embed"),
+        threads: config["embed"]["num_workers"]
+        resources:
+            gpu=1,
+        log:
+            "results/logs/embed/{dataset}/{encoder}.log",
+        benchmark:
+            "results/benchmarks/embed/{dataset}/{encoder}.tsv"
+        conda:
+            "../../envs/vlalign.yaml"
+        shell:
+            "vlalign embed --settings {params.settings:q} --encoder {wildcards.encoder:q} --dataset {wildcards.dataset:q}"
+            " --beton {input.beton:q} --table {input.table:q} --out {output:q} > {log:q} 2>&1"
+
+else:
+
+    rule embed_part:
+        input:
+            beton="results/beton/{dataset}.beton",
+            table="results/beton/{dataset}.parquet",
+        output:
+            directory("results/embeddings/{dataset}/{encoder}.parts/{part}"),
+        params:
+            settings=settings("embed"),
+            parts=EMBED_PARTS,
+        threads: config["embed"]["num_workers"]
+        resources:
+            gpu=1,
+        log:
+            "results/logs/embed/{dataset}/{encoder}.part{part}.log",
+        benchmark:
+            "results/benchmarks/embed/{dataset}/{encoder}.part{part}.tsv"
+        conda:
+            "../../envs/vlalign.yaml"
+        shell:
+            "vlalign embed --settings {params.settings:q} --encoder {wildcards.encoder:q} --dataset {wildcards.dataset:q}"
+            " --part {wildcards.part} --parts {params.parts} --beton {input.beton:q} --table {input.table:q}"
+            " --out {output:q} > {log:q} 2>&1"
+
+    rule gather_embeddings:
+        input:
+            parts=expand("results/embeddings/{{dataset}}/{{encoder}}.parts/{part}", part=range(EMBED_PARTS)),
+        output:
+            directory("results/embeddings/{dataset}/{encoder}"),
+        log:
+            "results/logs/embed/{dataset}/{encoder}.gather.log",
+        benchmark:
+            "results/benchmarks/embed/{dataset}/{encoder}.gather.tsv"
+        conda:
+            "../../envs/vlalign.yaml"
+        shell:
+            "vlalign gather-embeddings --parts {input.parts:q} --out {output:q} > {log:q} 2>&1"

@@ -91,17 +91,9 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-class _Silent:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
 def _run_batches(fn, tasks: Iterable, s: dict, label: str, total: int | None) -> pd.DataFrame:
     """fn over batches of tasks in the worker processes, rows in task order, with progress lines."""
-    progress = Progress(label, total=total, unit="images") if s["progress"] else _Silent()
+    progress = Progress(label, total=total, unit="images", enabled=s["progress"])
     rows = []
     for result in process_map(fn, _batches(tasks, s["batch_size"]), s["workers"]):
         rows.extend(result)

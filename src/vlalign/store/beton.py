@@ -194,10 +194,12 @@ def _check_beton(path: Path) -> None:
 
 
 def image_loader(beton_path: Path, image_size: int, batch_size: int, num_workers: int,
-                 device: str = "cpu", indices=None):
+                 device: str = "cpu", indices=None, crop_ratio: float = 1.0):
     """ffcv Loader yielding (uint8 NCHW image_size² images, int rows) in row order, last batch kept.
 
-    `indices` restricts to those rows (still in order), e.g. to resume after the rows done.
+    Each image is a centre crop of `crop_ratio` of its shorter side, resized to image_size (a
+    model's resize-then-crop evaluation transform). `indices` restricts to those rows (still in
+    order), e.g. to resume after the rows done or to embed one part of a scattered dataset.
     Batches are views into buffers ffcv reuses: consume or copy each before the next.
     """
     import torch
@@ -209,7 +211,7 @@ def image_loader(beton_path: Path, image_size: int, batch_size: int, num_workers
     if not beton_path.exists():
         raise FileNotFoundError(f"{beton_path}: no such .beton")
     _check_beton(beton_path)
-    image_pipeline = [CenterCropRGBImageDecoder((image_size, image_size), ratio=1.0), ToTensor()]
+    image_pipeline = [CenterCropRGBImageDecoder((image_size, image_size), ratio=crop_ratio), ToTensor()]
     row_pipeline = [IntDecoder(), ToTensor()]
     if torch.device(device).type == "cuda":
         image_pipeline.append(ToDevice(torch.device(device), non_blocking=True))

@@ -1,21 +1,24 @@
 """Embedding store: one folder per (dataset, encoder), float16 parts memory-mapped on read.
 
 Layout: `part-00000.npy`, ... (rows x dim, float16), `index.parquet` (row, key), `meta.json`.
-meta.json is written last: a folder without it is unfinished. While writing, `progress.json`
-and one `part-NNNNN.keys.npy` per part record the finished parts so a killed job resumes
-from the last finished part instead of from zero.
+A store is written in a work folder beside its destination (`.NAME.inprogress`) and renamed
+into place when complete, so a killed job never leaves a folder that looks finished, and the
+work folder survives the workflow manager clearing the destination before a re-run. There
+`progress.json` and one `part-NNNNN.keys.npy` per part record the finished parts, so a killed
+job resumes from the last finished part instead of from zero.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_path, write_json
+from ..io import atomic_dir, atomic_path, replace_dir, write_json
 
 DTYPE = np.float16
 PROGRESS = "progress.json"
@@ -29,10 +32,10 @@ def _keys_name(index: int) -> str:
     return f"part-{index:05d}.keys.npy"
 
 
-def _store_files(folder: Path) -> list[Path]:
-    """The files a store folder may hold, finished or temporary; nothing else is touched."""
-    names = ("part-*.npy", ".*.part", "index.parquet", "meta.json", PROGRESS)
-    return [path for pattern in names for path in folder.glob(pattern)]
+def work_dir(out_dir: str | os.PathLike) -> Path:
+    """Where the store for `out_dir` is written until it is complete."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f".{out_dir.name}.inprogress"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -47,20 +50,21 @@ class EmbeddingWriter:
     def __init__(self, out_dir: str | os.PathLike, dim: int, rows_per_part: int = 65536,
                  meta: dict | None = None, resume: bool = False):
         self.out_dir = Path(out_dir)
+        self.work_dir = work_dir(out_dir)
         self.dim = int(dim)
         self.rows_per_part = int(rows_per_part)
         self.meta = dict(meta or {})
         if self.meta.get("dim", self.dim) != self.dim:
             raise ValueError(f"{self.out_dir}: meta says dim {self.meta['dim']} but the writer has {self.dim}")
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         self._parts: list[int] = []  # rows of each finished part
         self._buffer: list[np.ndarray] = []
         self._buffer_keys: list[str] = []
         self._buffered = 0
-        if resume and (self.out_dir / PROGRESS).exists():
+        if resume and (self.work_dir / PROGRESS).exists():
             self._load_progress()
         else:
-            self._clear()
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
 
     @property
     def rows_done(self) -> int:
@@ -71,27 +75,21 @@ class EmbeddingWriter:
         return {"dim": self.dim, "rows_per_part": self.rows_per_part, "meta": self.meta}
 
     def _load_progress(self) -> None:
-        progress = json.loads((self.out_dir / PROGRESS).read_text())
+        progress = json.loads((self.work_dir / PROGRESS).read_text())
         expected = json.loads(json.dumps(self._settings(), default=str))  # as write_json stored it
         if {k: progress.get(k) for k in expected} != expected:
             raise ValueError(
-                f"{self.out_dir}: unfinished embeddings were written with other settings "
-                f"({progress.get('meta', {}).get('spec')}, dim {progress.get('dim')}); "
-                "delete the folder or start without resume"
+                f"{self.work_dir}: unfinished embeddings were written with other settings "
+                f"({progress.get('meta', {}).get('spec')}, dim {progress.get('dim')}, rows "
+                f"{progress.get('meta', {}).get('rows')}); delete the folder or start without resume"
             )
         self._parts = list(progress["parts"])
-        finished = {_part_name(i) for i in range(len(self._parts))}
-        finished |= {_keys_name(i) for i in range(len(self._parts))}
+        kept = {PROGRESS} | {_part_name(i) for i in range(len(self._parts))}
+        kept |= {_keys_name(i) for i in range(len(self._parts))}
         # Anything else is from after the last finished part: it will be written again.
-        for path in _store_files(self.out_dir):
-            if path.name not in finished and path.name != PROGRESS:
+        for path in self.work_dir.iterdir():
+            if path.name not in kept:
                 path.unlink()
-
-    def _clear(self) -> None:
-        # meta.json goes first so an interrupted clear never leaves a folder that looks complete.
-        (self.out_dir / "meta.json").unlink(missing_ok=True)
-        for path in _store_files(self.out_dir):
-            path.unlink()
 
     def append(self, features: np.ndarray, keys: list[str]) -> None:
         features = np.asarray(features)
@@ -112,24 +110,23 @@ class EmbeddingWriter:
     def _flush(self, rows: int) -> None:
         block = np.concatenate(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
         index = len(self._parts)
-        _save_npy(self.out_dir / _keys_name(index), np.array(self._buffer_keys[:rows], dtype=str))
-        _save_npy(self.out_dir / _part_name(index), block[:rows])
+        _save_npy(self.work_dir / _keys_name(index), np.array(self._buffer_keys[:rows], dtype=str))
+        _save_npy(self.work_dir / _part_name(index), block[:rows])
         self._parts.append(rows)
-        write_json(self.out_dir / PROGRESS, {**self._settings(), "parts": self._parts})
+        write_json(self.work_dir / PROGRESS, {**self._settings(), "parts": self._parts})
         self._buffer = [block[rows:]] if rows < len(block) else []
         self._buffer_keys = self._buffer_keys[rows:]
         self._buffered -= rows
 
     def close(self) -> dict:
-        """Write the last part, index.parquet, then meta.json; returns the meta."""
+        """Write the last part, index.parquet and meta.json, then move the store into place."""
         if self._buffered:
             self._flush(self._buffered)
         keys = np.concatenate(
-            [np.load(self.out_dir / _keys_name(i), allow_pickle=False) for i in range(len(self._parts))]
+            [np.load(self.work_dir / _keys_name(i), allow_pickle=False) for i in range(len(self._parts))]
         ) if self._parts else np.array([], dtype=str)
         index = pd.DataFrame({"row": np.arange(len(keys), dtype=np.int64), "key": keys.astype(object)})
-        with atomic_path(self.out_dir / "index.parquet") as tmp:
-            index.to_parquet(tmp, index=False)
+        index.to_parquet(self.work_dir / "index.parquet", index=False)
         meta = {
             **self.meta,
             "dim": self.dim,
@@ -138,10 +135,11 @@ class EmbeddingWriter:
             "rows_per_part": self.rows_per_part,
             "parts": [{"file": _part_name(i), "rows": rows} for i, rows in enumerate(self._parts)],
         }
-        write_json(self.out_dir / "meta.json", meta)
+        write_json(self.work_dir / "meta.json", meta)
         for i in range(len(self._parts)):
-            (self.out_dir / _keys_name(i)).unlink()
-        (self.out_dir / PROGRESS).unlink(missing_ok=True)  # absent when no part was ever written
+            (self.work_dir / _keys_name(i)).unlink()
+        (self.work_dir / PROGRESS).unlink(missing_ok=True)  # absent when no part was ever written
+        replace_dir(self.work_dir, self.out_dir)
         return meta
 
 
@@ -206,3 +204,61 @@ def open_embeddings(path: str | os.PathLike) -> EmbeddingStore:
     if sum(len(p) for p in parts) != meta["count"]:
         raise ValueError(f"{meta_path}: parts hold {sum(len(p) for p in parts)} rows, meta says {meta['count']}")
     return EmbeddingStore(path, meta, parts, index["key"].tolist())
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    # A hard link costs nothing and survives deletion of the part folders; across filesystems, copy.
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def gather_embeddings(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
+    """Join finished part stores (the scatter's outputs, in part order) into the store one pass writes.
+
+    Each part must come from the same encoder and dataset and cover the rows right after the
+    previous one, from row 0 to the dataset's last; the result is written atomically.
+    """
+    stores = [open_embeddings(path) for path in part_dirs]
+    if not stores:
+        raise ValueError(f"{out_dir}: no embedding parts to gather")
+    first = stores[0].meta
+    part_fields = ("rows", "count", "parts", "rows_per_part", "items_per_s")
+    common = {k: v for k, v in first.items() if k not in part_fields}
+    expected_start = 0
+    for store in stores:
+        other = {k: v for k, v in store.meta.items() if k not in part_fields}
+        if other != common:
+            changed = sorted(k for k in common.keys() | other.keys() if common.get(k) != other.get(k))
+            raise ValueError(f"{store.path}: differs from {stores[0].path} in {', '.join(changed)}")
+        start, stop = store.meta.get("rows", [None, None])
+        if start != expected_start or stop - start != len(store):
+            raise ValueError(
+                f"{store.path}: holds rows {store.meta.get('rows')} ({len(store)} embeddings), "
+                f"expected the part starting at row {expected_start}"
+            )
+        expected_start = stop
+    if expected_start != first.get("dataset_rows", expected_start):
+        raise ValueError(f"{out_dir}: the parts cover rows 0..{expected_start}, the dataset has {first['dataset_rows']}")
+
+    files, keys = [], []
+    for store in stores:
+        files.extend(store.path / entry["file"] for entry in store.meta["parts"])
+        keys.extend(store.keys)
+    rows = [len(part) for store in stores for part in store._parts]
+    with atomic_dir(out_dir) as tmp:
+        for index, source in enumerate(files):
+            _link_or_copy(source, tmp / _part_name(index))
+        table = pd.DataFrame({"row": np.arange(len(keys), dtype=np.int64), "key": keys})
+        table.to_parquet(tmp / "index.parquet", index=False)
+        meta = {
+            **common,
+            "rows": [0, expected_start],
+            "count": len(keys),
+            "rows_per_part": max(rows, default=0),
+            "parts": [{"file": _part_name(i), "rows": n} for i, n in enumerate(rows)],
+            "gathered_from": len(stores),
+        }
+        write_json(tmp / "meta.json", meta)
+    return meta
