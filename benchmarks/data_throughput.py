@@ -21,7 +21,6 @@ import io
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import tempfile
 import time
@@ -30,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from vlalign.align.checkpoint import save_checkpoint
@@ -44,6 +42,7 @@ from vlalign.curate.language import measure_language
 from vlalign.curate.measure import _contamination, _duplicates, _measure_images, _ocr, check_settings, measure_pool
 from vlalign.data.shards import Sample, ShardWriter, iter_samples, shard_paths
 from vlalign.download import run_download
+from vlalign.machine import describe_machine
 from vlalign.store.beton import verify_beton, write_beton
 from vlalign.store.embeddings import EmbeddingWriter
 from vlalign.testing import ImageServer
@@ -234,13 +233,6 @@ def bench_alignment(stages: Stages, keys: list[str], work: Path, rng: np.random.
         return alignment_scores(work / "checkpoint", work / "image", work / "text")
 
 
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=3000, help="pool size: URL rows, images measured, converted")
@@ -324,8 +316,7 @@ def main() -> None:
 
     print(json.dumps({
         "benchmark": "data_throughput", "date": datetime.date.today().isoformat(),
-        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
-                    "torch_threads": torch.get_num_threads()},
+        "machine": describe_machine(),
         "samples": args.samples, "eval_samples": eval_samples, "ocr_samples": args.ocr_samples,
         "workers": settings["workers"], "seed": args.seed,
         "stages": stages.figures,

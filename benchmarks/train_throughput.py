@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import numpy as np
-import torch
 
 from vlalign.align.trainer import train_alignment
 from vlalign.embed import resolve_device
+from vlalign.machine import describe_machine
 
 
 def main() -> None:
@@ -42,7 +41,7 @@ def main() -> None:
     steps = [h for h in result.history if "pairs_per_s" in h]
     print(json.dumps({
         "benchmark": "train_throughput", "device": device,
-        "machine": torch.cuda.get_device_name() if device == "cuda" else f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads",
+        "machine": describe_machine(device),
         "pairs": args.pairs, "batch": args.batch, "head": args.head, "width_factor": args.width_factor,
         "target_dim": args.target_dim, "epochs": args.epochs, "seconds": round(seconds, 3),
         "pairs_per_s_overall": round(args.pairs * args.epochs / seconds, 1),

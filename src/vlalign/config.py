@@ -84,9 +84,10 @@ def _check_references(config: dict) -> None:
     for alias, entry in encoders.items():
         problems += [f"encoders.{alias}: {problem}" for problem in check_encoder_entry(entry)]
     for key, wants_text in (("image_encoder", False), ("text_encoder", True)):
-        if config[key] not in encoders:
+        entry = encoders.get(config[key])
+        if entry is None:
             problems.append(f"{key}: {config[key]!r} is not defined under encoders ({sorted(encoders)})")
-        elif not check_encoder_entry(encoders[config[key]]) and is_text_spec(encoders[config[key]]["spec"]) != wants_text:
+        elif not check_encoder_entry(entry) and is_text_spec(entry["spec"]) != wants_text:
             problems.append(f"{key}: {config[key]!r} is not {'a text' if wants_text else 'an image'} encoder")
     sources = config["sources"]
     curate = config["curate"]

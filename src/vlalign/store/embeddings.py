@@ -240,7 +240,9 @@ def gather_embeddings(part_dirs: list[str | os.PathLike], out_dir: str | os.Path
             )
         expected_start = stop
     if expected_start != first.get("dataset_rows", expected_start):
-        raise ValueError(f"{out_dir}: the parts cover rows 0..{expected_start}, the dataset has {first['dataset_rows']}")
+        raise ValueError(
+            f"{out_dir}: the parts cover rows 0..{expected_start}, the dataset has {first['dataset_rows']}"
+        )
 
     files, keys = [], []
     for store in stores:
