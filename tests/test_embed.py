@@ -98,7 +98,7 @@ def test_table_and_beton_must_agree(dataset, tmp_path):
 
 
 def test_resolve_device():
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto") == ("cuda:0" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA"):

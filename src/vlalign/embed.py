@@ -21,9 +21,11 @@ from .store.beton import image_loader
 from .store.embeddings import EmbeddingWriter
 
 
-def resolve_device(device: str = "auto") -> str:
+def resolve_device(device: str = "auto", part: int = 0) -> str:
+    """"auto" is CUDA when present; part i of a scattered job takes GPU i mod the visible GPUs, so
+    parallel parts fill a multi-GPU box (a SLURM job that sees one GPU always gets cuda:0)."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return f"cuda:{part % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
     return device
@@ -52,17 +54,24 @@ def _open_writer(out_dir, encoder, source, table_path, count: int, part: int, pa
     return writer, start, stop
 
 
-def _summary(writer: EmbeddingWriter, resumed_from: int, started: float) -> dict:
+def _summary(writer: EmbeddingWriter, resumed_from: int, started: float, first_batch: tuple | None) -> dict:
+    """Counts and rates; `first_batch` = (time it was written, rows) separates start-up (model load,
+    loader compile) from the steady rate that scales to a large dataset."""
+    finished = time.perf_counter()
     meta = writer.close()
     seconds = time.perf_counter() - started
     new_rows = meta["count"] - resumed_from
-    return {
+    summary = {
         "count": meta["count"],
         "dim": meta["dim"],
         "resumed_from": resumed_from,
         "seconds": round(seconds, 3),
         "items_per_s": round(new_rows / seconds, 2) if seconds > 0 else 0.0,
     }
+    if first_batch is not None and new_rows > first_batch[1]:
+        summary["startup_s"] = round(first_batch[0] - started, 3)
+        summary["steady_items_per_s"] = round((new_rows - first_batch[1]) / (finished - first_batch[0]), 2)
+    return summary
 
 
 def embed_images(beton_path, table_path, encoder_spec: str, encoder_options: dict | None,
@@ -75,11 +84,12 @@ def embed_images(beton_path, table_path, encoder_spec: str, encoder_options: dic
     memory layout are the encoder's, on the device.
     """
     started = time.perf_counter()
-    encoder = create_encoder(encoder_spec, device=resolve_device(device), **(encoder_options or {}))
+    encoder = create_encoder(encoder_spec, device=resolve_device(device, part), **(encoder_options or {}))
     keys = _read_table(table_path, ["key"])["key"].to_numpy()
     writer, start, stop = _open_writer(out_dir, encoder, beton_path, table_path, len(keys), part, parts,
                                        rows_per_part)  # fmt: skip
     done = writer.rows_done
+    first_batch = None
     if start + done < stop:
         loader = image_loader(
             Path(beton_path), encoder.image_size, batch_size, num_workers, device=str(encoder.device),
@@ -88,9 +98,9 @@ def embed_images(beton_path, table_path, encoder_spec: str, encoder_options: dic
         if loader.reader.num_samples != len(keys):
             raise ValueError(f"{beton_path} holds {loader.reader.num_samples} images, {table_path} {len(keys)} rows")
         bar = Progress(f"embed {encoder.spec}", total=stop - start, unit="images", enabled=progress, initial=done)
-        _embed_batches(encoder, loader, keys, writer, start + done, bar)
+        first_batch = _embed_batches(encoder, loader, keys, writer, start + done, bar)
         bar.close()
-    return _summary(writer, done, started)
+    return _summary(writer, done, started, first_batch)
 
 
 def _start_copy(features: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
@@ -105,9 +115,12 @@ def _start_copy(features: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event 
     return host, event
 
 
-def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, first: int, bar: Progress) -> None:
+def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, first: int,
+                   bar: Progress) -> tuple[float, int] | None:
+    """Features of every batch into the writer; returns (time, rows) of the first batch written."""
     expected = first
     in_flight = []  # (host features, copy event, rows): written one batch late so the GPU never waits
+    first_batch = []
 
     def write_oldest() -> None:
         host, event, rows = in_flight.pop(0)
@@ -115,6 +128,8 @@ def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, f
             event.synchronize()
         writer.append(host.numpy(), keys[rows].tolist())
         bar.update(len(rows))
+        if not first_batch:
+            first_batch.extend((time.perf_counter(), len(rows)))
 
     for images, rows in loader:
         rows = rows.view(-1).numpy()  # the row pipeline stays on the CPU: reading it never syncs
@@ -127,6 +142,7 @@ def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, f
             write_oldest()
     while in_flight:
         write_oldest()
+    return tuple(first_batch) or None
 
 
 def embed_texts(table_path, encoder_spec: str, encoder_options: dict | None, out_dir: str | os.PathLike,
@@ -134,7 +150,7 @@ def embed_texts(table_path, encoder_spec: str, encoder_options: dict | None, out
                 rows_per_part: int = 65536, part: int = 0, parts: int = 1) -> dict:
     """Caption features of the table's rows (all, or part `part` of `parts`), keyed like the images."""
     started = time.perf_counter()
-    encoder = create_encoder(encoder_spec, device=resolve_device(device), **(encoder_options or {}))
+    encoder = create_encoder(encoder_spec, device=resolve_device(device, part), **(encoder_options or {}))
     table = _read_table(table_path, ["key", "caption"])
     writer, start, stop = _open_writer(out_dir, encoder, table_path, table_path, len(table), part, parts,
                                        rows_per_part)  # fmt: skip
@@ -143,9 +159,11 @@ def embed_texts(table_path, encoder_spec: str, encoder_options: dict | None, out
     # Chunks of many batches: the encoder sorts by length within a chunk (bucketing), so padding stays
     # small; a chunk is also the unit a killed job loses at most.
     chunk = 16 * batch_size
+    first_batch = None
     for begin in range(start + done, stop, chunk):
         texts = table.iloc[begin:min(begin + chunk, stop)]
         writer.append(encoder.encode(texts["caption"].tolist(), batch_size=batch_size), texts["key"].tolist())
         bar.update(len(texts))
+        first_batch = first_batch or (time.perf_counter(), len(texts))
     bar.close()
-    return _summary(writer, done, started)
+    return _summary(writer, done, started, first_batch)
