@@ -123,8 +123,9 @@ def model_only(spec: str, options: dict, batch: int, device: str, batches: int) 
     """The encoder (its own precision and layout) on uint8 batches already on the device."""
     started = time.perf_counter()
     encoder = create_encoder(spec, device=device, **options)
-    images = torch.randint(0, 256, (batch, 3, encoder.image_size, encoder.image_size), dtype=torch.uint8)
-    images = images.to(device)
+    side = encoder.image_size
+    # NHWC bytes seen as NCHW, as ffcv's ToTorchImage hands batches over.
+    images = torch.randint(0, 256, (batch, side, side, 3), dtype=torch.uint8).to(device).permute(0, 3, 1, 2)
     encoder(images)  # warm-up: kernel selection, compile
     synchronize(device)
     timed = time.perf_counter()

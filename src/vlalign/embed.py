@@ -117,10 +117,10 @@ def _start_copy(features: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event 
 
 def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, first: int,
                    bar: Progress) -> tuple[float, int] | None:
-    """Features of every batch into the writer; returns (time, rows) of the first batch written."""
+    """Features of every batch into the writer; returns (time, rows) when the first batch was encoded."""
     expected = first
     in_flight = []  # (host features, copy event, rows): written one batch late so the GPU never waits
-    first_batch = []
+    first_batch = None
 
     def write_oldest() -> None:
         host, event, rows = in_flight.pop(0)
@@ -128,8 +128,6 @@ def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, f
             event.synchronize()
         writer.append(host.numpy(), keys[rows].tolist())
         bar.update(len(rows))
-        if not first_batch:
-            first_batch.extend((time.perf_counter(), len(rows)))
 
     for images, rows in loader:
         rows = rows.view(-1).numpy()  # the row pipeline stays on the CPU: reading it never syncs
@@ -138,11 +136,12 @@ def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, f
             raise ValueError(f"{loader.reader.file_name}: rows out of order at {expected} (got {rows[:4]}...)")
         expected += len(rows)
         in_flight.append((*_start_copy(encoder(images)), rows.copy()))
+        first_batch = first_batch or (time.perf_counter(), len(rows))
         if len(in_flight) > 1:
             write_oldest()
     while in_flight:
         write_oldest()
-    return tuple(first_batch) or None
+    return first_batch
 
 
 def embed_texts(table_path, encoder_spec: str, encoder_options: dict | None, out_dir: str | os.PathLike,
