@@ -88,6 +88,9 @@ def test_resume_after_kill_continues_from_finished_parts(dataset, direct_image_f
     store = open_embeddings(tmp_path / "img")
     assert store.keys == pd.read_parquet(dataset[1])["key"].tolist()
     np.testing.assert_allclose(store.to_numpy(), direct_image_features, **FLOAT16)
+    # Identical, not merely close, to a run that was never interrupted.
+    _embed_lite0(dataset, tmp_path / "uninterrupted", rows_per_part=4)
+    np.testing.assert_array_equal(store.to_numpy(), open_embeddings(tmp_path / "uninterrupted").to_numpy())
 
 
 def test_table_and_beton_must_agree(dataset, tmp_path):
