@@ -231,6 +231,8 @@ def test_preprocessing_comes_from_the_model_config(tiny_vit, tmp_path):
                       ).save_pretrained(tmp_path)  # fmt: skip
     hf = create_encoder("hf:tiny-vit", path=tmp_path)
     assert (hf.image_size, hf.crop_ratio) == (32, 0.8)
+    # Both libraries' attention runs through PyTorch's fused scaled_dot_product_attention.
+    assert vit.model.blocks[0].attn.fused_attn and hf.model.config._attn_implementation == "sdpa"
 
 
 def test_encoder_entries_are_checked_without_loading():
