@@ -2,7 +2,9 @@
 
 Both take optional extra positive caption sets ("multi-positive", SAIL): each set forms its
 own B×B block against the same images, and the loss is the mean over the blocks.
-Both materialise the B×B logits, which is fine up to a batch of a few 10k on one GPU.
+With `chunk_size` below the batch size a block is computed in column chunks and recomputed in
+the backward pass (`vlalign.align.chunked_loss`), so the B×B logits are never held; without it
+the plain formulas below materialise them, which is fine up to a batch of a few thousand.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from vlalign.align.chunked_loss import chunked_infonce_block, chunked_siglip_block
 
 
 def _siglip_block(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor):
@@ -28,10 +32,14 @@ def siglip_loss(
     logit_scale: torch.Tensor,
     logit_bias: torch.Tensor,
     extra_txt: Sequence[torch.Tensor] | None = None,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Sigmoid loss, labels 2I−1: -mean(logsigmoid(labels · (exp(logit_scale) · img @ txt.T + bias)))."""
-    scale = logit_scale.exp()
-    blocks = [_siglip_block(img, t, scale, logit_bias) for t in [txt, *(extra_txt or [])]]
+    if chunk_size is not None and chunk_size < len(txt):
+        blocks = [chunked_siglip_block(img, t, logit_scale, logit_bias, chunk_size) for t in [txt, *(extra_txt or [])]]
+    else:
+        scale = logit_scale.exp()
+        blocks = [_siglip_block(img, t, scale, logit_bias) for t in [txt, *(extra_txt or [])]]
     return torch.stack(blocks).mean()
 
 
@@ -47,14 +55,18 @@ def infonce_loss(
     logit_scale: torch.Tensor,
     logit_bias: torch.Tensor | None = None,
     extra_txt: Sequence[torch.Tensor] | None = None,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Symmetric CLIP cross-entropy (image→text and text→image, averaged).
 
     logit_bias is accepted only so that every LOSSES entry is called alike: a constant shift
     of all logits leaves a softmax unchanged, so InfoNCE has no use for it.
     """
-    scale = logit_scale.exp()
-    blocks = [_infonce_block(img, t, scale) for t in [txt, *(extra_txt or [])]]
+    if chunk_size is not None and chunk_size < len(txt):
+        blocks = [chunked_infonce_block(img, t, logit_scale, chunk_size) for t in [txt, *(extra_txt or [])]]
+    else:
+        scale = logit_scale.exp()
+        blocks = [_infonce_block(img, t, scale) for t in [txt, *(extra_txt or [])]]
     return torch.stack(blocks).mean()
 
 

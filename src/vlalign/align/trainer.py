@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ DEFAULT_SETTINGS = {
     "seed": 0,
     "precision": "fp32",
     "grad_clip": None,
+    "loss_chunk_size": None,
     "val_fraction": 0.0,
 }
 MODEL_KEYS = ("head", "target_dim", "width_factor", "layer_norm", "text_only",
@@ -174,7 +176,7 @@ def train_alignment(
     model = AlignmentModel(image_emb.shape[1], text_emb.shape[1],
                            **{k: cfg[k] for k in MODEL_KEYS}).to(device)
     model.train()
-    loss_fn = LOSSES[cfg["loss"]]
+    loss_fn = functools.partial(LOSSES[cfg["loss"]], chunk_size=cfg["loss_chunk_size"])
     optimizer = make_optimizer(cfg["optimizer"], _param_groups(model, cfg["weight_decay"], cfg["loss"]),
                                cfg["lr"], cfg["betas"], cfg["weight_decay"])
     steps_per_epoch = len(batches(train_idx, cfg["batch_size"]))
