@@ -30,9 +30,15 @@ def _windowed(fn: Callable[[T], R], items: Iterable[T], pool: Executor, window: 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def thread_map(fn: Callable[[T], R], items: Iterable[T], threads: int, window_per_thread: int = 4) -> Iterator[R]:
-    """fn(item) for each item in threads (I/O-bound work), in order."""
-    return _windowed(fn, items, ThreadPoolExecutor(max_workers=threads), threads * window_per_thread)
+def thread_map(fn: Callable[[T], R], items: Iterable[T], threads: int, window: int | None = None) -> Iterator[R]:
+    """fn(item) for each item in threads (I/O-bound work), in order.
+
+    At most `window` items (default 4 per thread) are submitted and not yet yielded. A slow
+    call stalls the other threads only once the window behind it is done, so a wider window
+    rides out slower calls, at the cost of holding that many results in memory.
+    """
+    window = threads * 4 if window is None else window
+    return _windowed(fn, items, ThreadPoolExecutor(max_workers=threads), window)
 
 
 def process_map(fn: Callable[[T], R], batches: Iterable[T], workers: int) -> Iterator[R]:

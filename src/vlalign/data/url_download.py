@@ -159,8 +159,12 @@ class UrlListDownload:
                   file=sys.stderr, flush=True)  # fmt: skip
         progress = Progress(f"download {self.name}", total=len(self.table))
         progress.update(sum(len(self.rows(chunk)) for chunk in finished))
+        # Rows are fetched up to two chunks ahead of the row being written, so a URL that is retried or times
+        # out holds back writing, not fetching, until that much is waiting behind it. Memory bound: about two
+        # chunks of fetched samples (2 x samples_per_shard images), plus the 4 per thread the window never drops below.
+        window = max(2 * self.chunk_size, 4 * self.source["threads"])
         writer: _ChunkWriter | None = None
-        for chunk, row, sample in thread_map(self._outcome, self._tasks(todo), self.source["threads"]):
+        for chunk, row, sample in thread_map(self._outcome, self._tasks(todo), self.source["threads"], window):
             if writer is None or writer.chunk != chunk:
                 if writer is not None:
                     writer.finish()
