@@ -1,7 +1,8 @@
 """A local HTTP server for download tests and benchmarks: good images and every way a web image can go wrong.
 
 It listens on 127.0.0.1 at a port the OS picks, counts the requests of each path (to
-prove that resumed downloads fetch nothing twice), and stops at the end of the test;
+prove that resumed downloads fetch nothing twice), records the order in which responses
+were completed (to prove that fetching went on around a slow one), and stops at the end of the test;
 its slow responses wait on an event that the shutdown sets, so no thread outlives it.
 """
 
@@ -42,7 +43,7 @@ class ImageServer:
     """Paths: /jpg/NAME, /png/NAME, /gif/NAME (distinct images by NAME), /status/CODE, /slow,
     /truncated.jpg, /html.jpg, /bomb.png, /bomb/WxH.png, /tiny.png, /huge.bin, /huge-stream.bin (no Content-Length),
     /loop, /to-file, /redirect/NAME (to /jpg/NAME), /noai.jpg, /flaky/NAME (500 once, then an image),
-    /files/NAME (the bytes put in `files`); any path takes `?delay=SECONDS`."""
+    /files/NAME (the bytes put in `files`); any path takes `?delay=SECONDS`, or a delay put in `delays`."""
 
     def __init__(self, max_bytes_hint: int = 50_000):
         self.hits: Counter = Counter()
@@ -50,6 +51,9 @@ class ImageServer:
         self._stop = threading.Event()
         self.big = bytes(max_bytes_hint * 2)
         self.files: dict[str, bytes] = {}  # served at /files/NAME, typed by NAME's extension
+        # path -> seconds held before answering: a slow response whose URL is the same as a fast one's
+        self.delays: dict[str, float] = {}
+        self.completed: list[str] = []  # paths, in the order their responses were sent
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -62,6 +66,8 @@ class ImageServer:
                     server.hits[path] += 1
                     hits = server.hits[path]
                 server._respond(self, path, hits, parse_qs(urlsplit(self.path).query))
+                with server._lock:
+                    server.completed.append(path)
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
@@ -74,8 +80,9 @@ class ImageServer:
 
     def _respond(self, handler: BaseHTTPRequestHandler, path: str, hits: int, query: dict) -> None:
         kind, _, name = path.lstrip("/").partition("/")
-        if "delay" in query:
-            self._stop.wait(float(query["delay"][0]))
+        delay = float(query["delay"][0]) if "delay" in query else self.delays.get(path, 0.0)
+        if delay:
+            self._stop.wait(delay)
         if kind in ("jpg", "png", "gif"):
             colour = tuple(b % 256 for b in zlib.crc32(name.encode()).to_bytes(4, "big")[:3])
             data = image_bytes({"jpg": "JPEG", "png": "PNG", "gif": "GIF"}[kind], colour=colour)
