@@ -182,3 +182,101 @@ def test_chunked_loss_trains_like_the_plain_loss(pairs, loss):
                                [h["loss"] for h in plain.history if "loss" in h], rtol=1e-4)  # fmt: skip
     a, b = plain.model.state_dict(), chunked.model.state_dict()
     assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-4) for k in a)
+
+
+class Killed(Exception):
+    pass
+
+
+def _killer(at_step):
+    """A log_fn that raises when `at_step` is logged (as a kill there would) and records what it saw."""
+    seen = []
+
+    def log_fn(step, metrics):
+        if step == at_step:
+            raise Killed(step)
+        seen.append(step)
+
+    return log_fn, seen
+
+
+def _without_timing(history):
+    return [{k: v for k, v in h.items() if k != "pairs_per_s"} for h in history]
+
+
+def _assert_same_run(a, b):
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert _without_timing(a.history) == _without_timing(b.history)
+
+
+# 461 training pairs → 4 steps per epoch, 12 steps. Every 3 steps: states at 3, 6, 9, 12, all but 12
+# mid-epoch; a kill at 5 resumes from 3 (epoch 1, batch 3 of 4), one at 7 right after the state at 6.
+# At epoch ends only (None): a kill at 6 resumes from 4, one at 9 from 8.
+@pytest.mark.parametrize("optimizer", ["lion", "adamw"])
+@pytest.mark.parametrize(("every", "kills", "resumes"), [(3, [5, 7], [3, 6]), (None, [6, 9], [4, 8])])
+def test_killed_and_resumed_run_reaches_the_same_weights(pairs, tmp_path, capsys, optimizer, every, kills,
+                                                         resumes):
+    image, text = pairs
+    settings = {**FAST, "epochs": 3, "val_fraction": 0.1, "optimizer": optimizer, "checkpoint_every": every}
+    uninterrupted = train_alignment(image, text, settings)
+    assert uninterrupted.resumed_from_step is None
+    state = tmp_path / "state"
+    for kill in kills:
+        log_fn, _ = _killer(kill)
+        with pytest.raises(Killed):
+            train_alignment(image, text, settings, log_fn=log_fn, state_dir=state)
+    log_fn, seen = _killer(None)
+    resumed = train_alignment(image, text, settings, log_fn=log_fn, state_dir=state)
+    assert resumed.resumed_from_step == resumes[-1]
+    assert f"resuming from step {resumes[0]}/12" in capsys.readouterr().out
+    _assert_same_run(resumed, uninterrupted)
+    # log_fn sees the steps after the state once each: the per-step logs, then the epoch ends.
+    assert seen == [h["step"] for h in uninterrupted.history if h["step"] > resumes[-1]]
+    assert [h["step"] for h in resumed.history if "epoch" in h] == [4, 8, 12]
+
+
+def test_resume_from_the_final_state_returns_the_trained_model(pairs, tmp_path):
+    image, text = pairs
+    settings = {**FAST, "epochs": 2}
+    first = train_alignment(image, text, settings, state_dir=tmp_path)
+    again = train_alignment(image, text, settings, state_dir=tmp_path, log_fn=_killer(1)[0])
+    assert again.resumed_from_step == 8
+    _assert_same_run(again, first)
+    assert [p.name for p in tmp_path.iterdir()] == ["step-000000008"]  # older states are removed
+
+
+def test_a_kill_while_a_state_is_written_keeps_the_previous_one(pairs, tmp_path, monkeypatch):
+    image, text = pairs
+    settings = {**FAST, "epochs": 2, "checkpoint_every": 2}
+    uninterrupted = train_alignment(image, text, settings)
+    real_save, calls = torch.save, []
+
+    def failing_save(obj, path):
+        calls.append(path)
+        if len(calls) == 2:  # the state at step 4, after its weights are written
+            raise Killed(path)
+        real_save(obj, path)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(Killed):
+        train_alignment(image, text, settings, state_dir=tmp_path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-000000002"]
+    resumed = train_alignment(image, text, settings, state_dir=tmp_path)
+    assert resumed.resumed_from_step == 2
+    _assert_same_run(resumed, uninterrupted)
+
+
+def test_state_from_other_settings_or_data_is_refused(pairs, tmp_path):
+    image, text = pairs
+    settings = {**FAST, "epochs": 2}
+    with pytest.raises(Killed):
+        train_alignment(image, text, settings, log_fn=_killer(6)[0], state_dir=tmp_path / "state")
+    with pytest.raises(ValueError, match=r"state: its training state \(step-000000004\).*settings.lr: 0.01 -> 0.02"):
+        train_alignment(image, text, {**settings, "lr": 2e-2}, state_dir=tmp_path / "state")
+    with pytest.raises(ValueError, match=r"state: .*data.shapes"):
+        train_alignment(image[:500], text[:500], settings, state_dir=tmp_path / "state")
+    # How often states are written does not change the result, so it may change on resume.
+    resumed = train_alignment(image, text, {**settings, "checkpoint_every": 1}, state_dir=tmp_path / "state")
+    assert resumed.resumed_from_step == 4

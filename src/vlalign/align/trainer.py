@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -15,6 +17,7 @@ import torch
 from vlalign.align.heads import AlignmentModel
 from vlalign.align.losses import LOSSES, USES_BIAS
 from vlalign.align.optim import cosine_schedule, make_optimizer
+from vlalign.align.state import latest_state, read_progress, restore_state, write_state
 
 # The SAIL recipe; the embedded demo overrides batch_size, epochs and lr in its config.
 DEFAULT_SETTINGS = {
@@ -38,6 +41,7 @@ DEFAULT_SETTINGS = {
     "grad_clip": None,
     "loss_chunk_size": None,
     "val_fraction": 0.0,
+    "checkpoint_every": None,
 }
 MODEL_KEYS = ("head", "target_dim", "width_factor", "layer_norm", "text_only",
               "logit_scale_init", "logit_bias_init")
@@ -50,6 +54,7 @@ LogFn = Callable[[int, dict], None]
 class TrainResult:
     model: AlignmentModel
     history: list[dict] = field(default_factory=list)
+    resumed_from_step: int | None = None  # the step of the state the run continued from, if any
 
 
 def resolve_settings(settings: dict | None) -> dict:
@@ -67,6 +72,8 @@ def resolve_settings(settings: dict | None) -> dict:
         raise ValueError(f"val_fraction must lie in [0, 1), got {merged['val_fraction']}")
     if merged["batch_size"] < 2:
         raise ValueError("batch_size must be >= 2: a contrastive batch needs negatives")
+    if merged["checkpoint_every"] is not None and merged["checkpoint_every"] < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 or None, got {merged['checkpoint_every']}")
     return merged
 
 
@@ -146,6 +153,20 @@ def _validation_loss(model, loss_fn, fetch, val_idx, batch_size, autocast) -> fl
     return total / len(val_idx)
 
 
+def _fingerprint(cfg: dict, arrays: list) -> dict:
+    """What a saved state must share with this run to continue it: every setting and the data's shapes."""
+    # How often states are written does not change the result, so a resumed run may change it.
+    settings = {k: v for k, v in cfg.items() if k != "checkpoint_every"}
+    data = {"shapes": [list(a.shape) for a in arrays]}
+    return json.loads(json.dumps({"settings": settings, "data": data}, default=str))  # as it reads back
+
+
+def _differences(saved: dict, current: dict) -> list[str]:
+    return sorted(f"{section}.{k}: {saved[section].get(k)!r} -> {current[section].get(k)!r}"
+                  for section in current for k in set(saved[section]) | set(current[section])
+                  if saved[section].get(k) != current[section].get(k))
+
+
 def train_alignment(
     image_emb: np.ndarray,
     text_emb: np.ndarray,
@@ -153,12 +174,18 @@ def train_alignment(
     log_fn: LogFn | None = None,
     device: str | torch.device = "cpu",
     extra_text_emb: list[np.ndarray] | None = None,
+    state_dir: str | os.PathLike | None = None,
 ) -> TrainResult:
     """Train an AlignmentModel so that image_emb[i] and text_emb[i] (and extra_text_emb[k][i]) align.
 
     Per optimiser step, log_fn(step, {"loss", "logit_scale" (exp'd), "logit_bias", "lr",
     "pairs_per_s"}); per epoch, log_fn(step, {"epoch", "train_loss"[, "val_loss"]}). `step`
     counts finished optimiser steps from 1; history holds the same dicts with "step" added.
+
+    With `state_dir`, the training state is saved there every `checkpoint_every` steps (None: at
+    the end of each epoch), and a run continues from the newest state found there, reaching the
+    same weights as an uninterrupted run; log_fn then sees only the steps after that state, while
+    history holds them all. A state saved with other settings or data shapes is an error.
     """
     cfg = resolve_settings(settings)
     extra_text_emb = list(extra_text_emb or [])
@@ -189,18 +216,43 @@ def train_alignment(
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    history: list[dict] = []
+    fingerprint = _fingerprint(cfg, [image_emb, text_emb, *extra_text_emb])
+    # Where the loop starts: epoch, batches of it already done and their loss sums.
+    progress = {"step": 0, "epoch": 1, "batch": 0, "epoch_loss": 0.0, "epoch_pairs": 0, "history": []}
+    resumed_from = latest_state(state_dir) if state_dir is not None else None
+    if resumed_from is not None:
+        progress = read_progress(resumed_from)
+        mismatch = _differences(progress["fingerprint"], fingerprint)
+        if mismatch:
+            raise ValueError(f"{state_dir}: its training state ({resumed_from.name}) was saved by a run with other "
+                             f"settings or data ({'; '.join(mismatch)}); delete that folder to start over")
+        restore_state(resumed_from, model, optimizer, scheduler, device)
+        # The split above was redrawn from the seed; the batch order continues from the state's epoch.
+        rng.bit_generator.state = progress["epoch_rng"]
+        print(f"[align] resuming from step {progress['step']}/{total_steps} (state in {resumed_from})", flush=True)
+    history: list[dict] = progress["history"]
 
     def log(step: int, metrics: dict) -> None:
         history.append({"step": step, **metrics})
         if log_fn is not None:
             log_fn(step, metrics)
 
+    def save_state(epoch: int, batch: int, epoch_rng: dict, epoch_loss: float, epoch_pairs: int) -> None:
+        write_state(state_dir, model, optimizer, scheduler, device,
+                    {"fingerprint": fingerprint, "step": step, "epoch": epoch, "batch": batch,
+                     "epoch_rng": epoch_rng, "epoch_loss": epoch_loss, "epoch_pairs": epoch_pairs,
+                     "history": history})
+
+    every = cfg["checkpoint_every"] if state_dir is not None else None
     print_every = max(1, total_steps // PROGRESS_LINES)
-    step, started = 0, time.perf_counter()
-    for epoch in range(1, cfg["epochs"] + 1):
-        epoch_loss, epoch_pairs = 0.0, 0
-        for idx in batches(train_idx[rng.permutation(len(train_idx))], cfg["batch_size"]):
+    step, first_step, started = progress["step"], progress["step"], time.perf_counter()
+    for epoch in range(progress["epoch"], cfg["epochs"] + 1):
+        epoch_rng = rng.bit_generator.state  # a state saved mid-epoch redraws the epoch's order from here
+        order = train_idx[rng.permutation(len(train_idx))]
+        done, epoch_loss, epoch_pairs = 0, 0.0, 0
+        if epoch == progress["epoch"]:
+            done, epoch_loss, epoch_pairs = progress["batch"], progress["epoch_loss"], progress["epoch_pairs"]
+        for batch, idx in enumerate(batches(order, cfg["batch_size"])[done:], start=done + 1):
             t0 = time.perf_counter()
             img, txt, extra = fetch(idx)
             loss = _loss(model, loss_fn, img, txt, extra, autocast)
@@ -219,9 +271,12 @@ def train_alignment(
             epoch_pairs += len(idx)
             log(step, {"loss": loss_value, "logit_scale": model.logit_scale.exp().item(),
                        "logit_bias": model.logit_bias.item(), "lr": lr, "pairs_per_s": pairs_per_s})
+            # After logging, so that the state's history holds this step.
+            if every is not None and step % every == 0:
+                save_state(epoch, batch, epoch_rng, epoch_loss, epoch_pairs)
             if step % print_every == 0 or step == total_steps:
                 elapsed = time.perf_counter() - started
-                eta = elapsed / step * (total_steps - step)
+                eta = elapsed / (step - first_step) * (total_steps - step)
                 print(f"[align] step {step}/{total_steps} epoch {epoch}/{cfg['epochs']} "
                       f"loss {loss_value:.4f} {pairs_per_s:,.0f} pairs/s ETA {_format_seconds(eta)}",
                       flush=True)
@@ -230,5 +285,8 @@ def train_alignment(
             epoch_metrics["val_loss"] = _validation_loss(model, loss_fn, fetch, val_idx,
                                                          cfg["batch_size"], autocast)
         log(step, epoch_metrics)
+        if state_dir is not None and every is None:
+            save_state(epoch + 1, 0, rng.bit_generator.state, 0.0, 0)
     model.eval()
-    return TrainResult(model=model, history=history)
+    return TrainResult(model=model, history=history,
+                       resumed_from_step=progress["step"] if resumed_from is not None else None)

@@ -1,0 +1,80 @@
+"""Training state for an exact resume: weights, optimiser, schedule, counters and the run's RNGs.
+
+Each state is a folder `step-NNNNNNNNN/` inside the state folder, written whole in a temporary folder
+beside it and renamed into place (vlalign.io.atomic_dir); older states are removed only after that.
+A kill at any moment therefore leaves the previous complete state or the new one. Inside:
+  - model.safetensors + model.json: the weights (vlalign.align.checkpoint, checksum verified on load);
+  - tensors.pt: optimiser and scheduler state dicts and the torch RNG states, plain tensors and
+    containers only, read with torch.load(weights_only=True), so loading a state cannot run code;
+  - progress.json: counters, the numpy Generator state (128-bit integers, which JSON keeps exactly),
+    history, and whatever else the trainer needs to continue.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from vlalign.align.checkpoint import load_checkpoint, save_checkpoint
+from vlalign.io import atomic_dir, write_json
+
+PREFIX = "step-"
+TENSORS = "tensors.pt"
+PROGRESS = "progress.json"
+
+
+def _is_state_entry(path: Path) -> bool:
+    # Complete states, and the temporary folders of writes that a kill interrupted.
+    return path.name.startswith(PREFIX) or (path.name.startswith("." + PREFIX) and path.name.endswith(".part"))
+
+
+def write_state(state_dir: str | os.PathLike, model, optimizer, scheduler, device: torch.device,
+                progress: dict) -> Path:
+    """Save a state named after progress["step"] and remove the older ones; returns its folder."""
+    state_dir = Path(state_dir)
+    folder = state_dir / f"{PREFIX}{progress['step']:09d}"
+    tensors = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+               "torch_rng": torch.get_rng_state()}
+    if device.type == "cuda":
+        tensors["cuda_rng"] = torch.cuda.get_rng_state(device)
+    with atomic_dir(folder) as tmp:
+        save_checkpoint(tmp, model)
+        torch.save(tensors, tmp / TENSORS)
+        write_json(tmp / PROGRESS, progress)
+    for old in state_dir.iterdir():
+        if old != folder and _is_state_entry(old):
+            shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def latest_state(state_dir: str | os.PathLike) -> Path | None:
+    """The folder of the newest complete state, or None."""
+    state_dir = Path(state_dir)
+    if not state_dir.is_dir():
+        return None
+    # Zero-padded step numbers: the last name is the newest; dot-prefixed partial writes never match.
+    states = sorted(p for p in state_dir.glob(PREFIX + "*") if p.is_dir())
+    return states[-1] if states else None
+
+
+def read_progress(folder: str | os.PathLike) -> dict:
+    return json.loads((Path(folder) / PROGRESS).read_text())
+
+
+def restore_state(folder: str | os.PathLike, model, optimizer, scheduler, device: torch.device) -> None:
+    """Load weights, optimiser and scheduler state and the torch RNGs saved in `folder`."""
+    folder = Path(folder)
+    saved, _ = load_checkpoint(folder, device)
+    model.load_state_dict(saved.state_dict())
+    # map_location cpu: the RNG states must be CPU tensors; the optimiser moves its state to its parameters.
+    tensors = torch.load(folder / TENSORS, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(tensors["optimizer"])
+    scheduler.load_state_dict(tensors["scheduler"])
+    # RNGs last: rebuilding the saved model above draws from the torch RNG.
+    torch.set_rng_state(tensors["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in tensors:
+        torch.cuda.set_rng_state(tensors["cuda_rng"], device)
