@@ -176,6 +176,7 @@ def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path) ->
 
 def train(settings: dict, args: argparse.Namespace) -> None:
     from vlalign.evaluate.plots import plot_training_curves
+    from vlalign.model import export_model
 
     with _run("train", settings, run=args.run) as run:
         with atomic_dir(args.out) as tmp:
@@ -183,7 +184,8 @@ def train(settings: dict, args: argparse.Namespace) -> None:
             plot_training_curves(history, tmp / "curves.png", title=f"training run {args.run}")
             final = {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}
             write_json(tmp / "train_summary.json", final)
-        for name in ("model.safetensors", "model.json", "curves.csv", "curves.png"):
+            export_model(tmp, args.run, settings, args.image_embeddings, args.text_embeddings, final)
+        for name in ("model.safetensors", "model.json", "README.md", "curves.csv", "curves.png"):
             run.log_output(name.replace(".", "_"), Path(args.out) / name)
     _print_summary("train", final)
 

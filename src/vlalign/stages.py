@@ -29,8 +29,10 @@ def stage_settings(config: dict, stage: str, **wildcards: str) -> dict:
     elif stage == "embed":
         specific = {"encoder": config["encoders"][wildcards["encoder"]], "embed": config["embed"]}
     elif stage == "train":
+        # The .beton's image bound goes into the exported model: load_model prepares images alike.
         specific = {"train": train_settings(config, wildcards["run"]), "device": config["train"]["device"],
-                    "encoders": _tower_specs(config)}  # fmt: skip
+                    "encoders": _tower_specs(config),
+                    "convert": {"max_resolution": config["convert"]["max_resolution"]}}  # fmt: skip
     elif stage == "probe":
         specific = {"train": probe_settings(config), "device": config["train"]["device"],
                     "encoders": _tower_specs(config), "ks": config["evaluate"]["ks"]}  # fmt: skip
