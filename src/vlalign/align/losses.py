@@ -33,20 +33,33 @@ def siglip_loss(
     logit_bias: torch.Tensor,
     extra_txt: Sequence[torch.Tensor] | None = None,
     chunk_size: int | None = None,
+    negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sigmoid loss, labels 2I−1: -mean(logsigmoid(labels · (exp(logit_scale) · img @ txt.T + bias)))."""
-    if chunk_size is not None and chunk_size < len(txt):
-        blocks = [chunked_siglip_block(img, t, logit_scale, logit_bias, chunk_size) for t in [txt, *(extra_txt or [])]]
+    """Sigmoid loss, labels 2I−1: -mean(logsigmoid(labels · (exp(logit_scale) · img @ txt.T + bias))).
+
+    `negatives` (M × D hard-negative captions, e.g. one per pair) add one more block in which
+    every pair is labelled −1.
+    """
+    chunked = chunk_size is not None and chunk_size < len(txt)
+    captions = [txt, *(extra_txt or [])]
+    if chunked:
+        blocks = [chunked_siglip_block(img, t, logit_scale, logit_bias, chunk_size) for t in captions]
+        if negatives is not None:
+            blocks.append(chunked_siglip_block(img, negatives, logit_scale, logit_bias, chunk_size, positives=False))
     else:
         scale = logit_scale.exp()
-        blocks = [_siglip_block(img, t, scale, logit_bias) for t in [txt, *(extra_txt or [])]]
+        blocks = [_siglip_block(img, t, scale, logit_bias) for t in captions]
+        if negatives is not None:
+            blocks.append(F.softplus(scale * img @ negatives.T + logit_bias).mean())
     return torch.stack(blocks).mean()
 
 
-def _infonce_block(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def _infonce_block(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, negatives: torch.Tensor | None):
     logits = scale * img @ txt.T
     target = torch.arange(len(img), device=img.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    # Hard negatives are extra columns of the image→text rows only.
+    rows = logits if negatives is None else torch.cat([logits, scale * img @ negatives.T], dim=1)
+    return 0.5 * (F.cross_entropy(rows, target) + F.cross_entropy(logits.T, target))
 
 
 def infonce_loss(
@@ -56,17 +69,20 @@ def infonce_loss(
     logit_bias: torch.Tensor | None = None,
     extra_txt: Sequence[torch.Tensor] | None = None,
     chunk_size: int | None = None,
+    negatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric CLIP cross-entropy (image→text and text→image, averaged).
 
     logit_bias is accepted only so that every LOSSES entry is called alike: a constant shift
-    of all logits leaves a softmax unchanged, so InfoNCE has no use for it.
+    of all logits leaves a softmax unchanged, so InfoNCE has no use for it. `negatives`
+    (M × D hard-negative captions) join every image's softmax over captions.
     """
+    captions = [txt, *(extra_txt or [])]
     if chunk_size is not None and chunk_size < len(txt):
-        blocks = [chunked_infonce_block(img, t, logit_scale, chunk_size) for t in [txt, *(extra_txt or [])]]
+        blocks = [chunked_infonce_block(img, t, logit_scale, chunk_size, negatives) for t in captions]
     else:
         scale = logit_scale.exp()
-        blocks = [_infonce_block(img, t, scale) for t in [txt, *(extra_txt or [])]]
+        blocks = [_infonce_block(img, t, scale, negatives) for t in captions]
     return torch.stack(blocks).mean()
 
 
