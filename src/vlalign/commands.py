@@ -153,7 +153,8 @@ def gather_embeddings(settings: dict, args: argparse.Namespace) -> None:
     _print_summary("gather_embeddings", {"count": meta["count"], "parts": meta["gathered_from"]})
 
 
-def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path) -> tuple[object, list[dict], int]:
+def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path,
+                    state_dir: Path | None = None) -> tuple[object, list[dict], int]:
     from vlalign.align.checkpoint import save_checkpoint
     from vlalign.align.trainer import train_alignment
     from vlalign.embed import resolve_device
@@ -166,7 +167,9 @@ def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path) ->
     def log_fn(step: int, metrics: dict) -> None:
         run.log_metrics(metrics, step=step)
 
-    result = train_alignment(image_emb, text_emb, settings["train"], log_fn=log_fn, device=device)
+    result = train_alignment(image_emb, text_emb, settings["train"], log_fn=log_fn, device=device, state_dir=state_dir)
+    if result.resumed_from_step is not None:
+        run.log_metrics({"resumed_from_step": result.resumed_from_step})
     extra = {"encoders": settings["encoders"], "image_dim": int(image_emb.shape[1]), "text_dim": int(text_emb.shape[1]),
              "train_pairs": len(keys), "pool_decisions": str(args.pool_decisions)}  # fmt: skip
     save_checkpoint(out, result.model, extra)
@@ -175,16 +178,22 @@ def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path) ->
 
 
 def train(settings: dict, args: argparse.Namespace) -> None:
+    import shutil
+
     from vlalign.evaluate.plots import plot_training_curves
     from vlalign.model import export_model
 
+    # Beside the output, not in it: Snakemake deletes a job's outputs before re-running it, and a
+    # re-run after a kill resumes from the training state kept here.
+    state_dir = Path(args.out).parent / f".{Path(args.out).name}.state"
     with _run("train", settings, run=args.run) as run:
         with atomic_dir(args.out) as tmp:
-            _, history, _ = _train_and_save(settings, args, run, tmp)
+            _, history, _ = _train_and_save(settings, args, run, tmp, state_dir)
             plot_training_curves(history, tmp / "curves.png", title=f"training run {args.run}")
             final = {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}
             write_json(tmp / "train_summary.json", final)
             export_model(tmp, args.run, settings, args.image_embeddings, args.text_embeddings, final)
+        shutil.rmtree(state_dir, ignore_errors=True)  # the output is complete
         for name in ("model.safetensors", "model.json", "README.md", "curves.csv", "curves.png"):
             run.log_output(name.replace(".", "_"), Path(args.out) / name)
     _print_summary("train", final)

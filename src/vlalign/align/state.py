@@ -4,10 +4,11 @@ Each state is a folder `step-NNNNNNNNN/` inside the state folder, written whole 
 beside it and renamed into place (vlalign.io.atomic_dir); older states are removed only after that.
 A kill at any moment therefore leaves the previous complete state or the new one. Inside:
   - model.safetensors + model.json: the weights (vlalign.align.checkpoint, checksum verified on load);
-  - tensors.pt: optimiser and scheduler state dicts and the torch RNG states, plain tensors and
-    containers only, read with torch.load(weights_only=True), so loading a state cannot run code;
-  - progress.json: counters, the numpy Generator state (128-bit integers, which JSON keeps exactly),
-    history, and whatever else the trainer needs to continue.
+  - tensors.pt: optimiser and scheduler state dicts, the torch RNG states and the history (its
+    dicts keep their key order), plain tensors and containers only, read with
+    torch.load(weights_only=True), so loading a state cannot run code;
+  - progress.json: counters, the numpy Generator state (128-bit integers, which JSON keeps exactly)
+    and whatever else the trainer needs to check and continue a run.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ def _is_state_entry(path: Path) -> bool:
 
 
 def write_state(state_dir: str | os.PathLike, model, optimizer, scheduler, device: torch.device,
-                progress: dict) -> Path:
+                progress: dict, history: list[dict]) -> Path:
     """Save a state named after progress["step"] and remove the older ones; returns its folder."""
     state_dir = Path(state_dir)
     folder = state_dir / f"{PREFIX}{progress['step']:09d}"
     tensors = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "torch_rng": torch.get_rng_state()}
+               "torch_rng": torch.get_rng_state(), "history": history}
     if device.type == "cuda":
         tensors["cuda_rng"] = torch.cuda.get_rng_state(device)
     with atomic_dir(folder) as tmp:
@@ -65,8 +66,8 @@ def read_progress(folder: str | os.PathLike) -> dict:
     return json.loads((Path(folder) / PROGRESS).read_text())
 
 
-def restore_state(folder: str | os.PathLike, model, optimizer, scheduler, device: torch.device) -> None:
-    """Load weights, optimiser and scheduler state and the torch RNGs saved in `folder`."""
+def restore_state(folder: str | os.PathLike, model, optimizer, scheduler, device: torch.device) -> list[dict]:
+    """Load weights, optimiser and scheduler state and the torch RNGs saved in `folder`; returns the history."""
     folder = Path(folder)
     saved, _ = load_checkpoint(folder, device)
     model.load_state_dict(saved.state_dict())
@@ -78,3 +79,4 @@ def restore_state(folder: str | os.PathLike, model, optimizer, scheduler, device
     torch.set_rng_state(tensors["torch_rng"])
     if device.type == "cuda" and "cuda_rng" in tensors:
         torch.cuda.set_rng_state(tensors["cuda_rng"], device)
+    return tensors["history"]

@@ -218,7 +218,8 @@ def train_alignment(
 
     fingerprint = _fingerprint(cfg, [image_emb, text_emb, *extra_text_emb])
     # Where the loop starts: epoch, batches of it already done and their loss sums.
-    progress = {"step": 0, "epoch": 1, "batch": 0, "epoch_loss": 0.0, "epoch_pairs": 0, "history": []}
+    progress = {"step": 0, "epoch": 1, "batch": 0, "epoch_loss": 0.0, "epoch_pairs": 0}
+    history: list[dict] = []
     resumed_from = latest_state(state_dir) if state_dir is not None else None
     if resumed_from is not None:
         progress = read_progress(resumed_from)
@@ -226,11 +227,10 @@ def train_alignment(
         if mismatch:
             raise ValueError(f"{state_dir}: its training state ({resumed_from.name}) was saved by a run with other "
                              f"settings or data ({'; '.join(mismatch)}); delete that folder to start over")
-        restore_state(resumed_from, model, optimizer, scheduler, device)
+        history = restore_state(resumed_from, model, optimizer, scheduler, device)
         # The split above was redrawn from the seed; the batch order continues from the state's epoch.
         rng.bit_generator.state = progress["epoch_rng"]
         print(f"[align] resuming from step {progress['step']}/{total_steps} (state in {resumed_from})", flush=True)
-    history: list[dict] = progress["history"]
 
     def log(step: int, metrics: dict) -> None:
         history.append({"step": step, **metrics})
@@ -240,8 +240,8 @@ def train_alignment(
     def save_state(epoch: int, batch: int, epoch_rng: dict, epoch_loss: float, epoch_pairs: int) -> None:
         write_state(state_dir, model, optimizer, scheduler, device,
                     {"fingerprint": fingerprint, "step": step, "epoch": epoch, "batch": batch,
-                     "epoch_rng": epoch_rng, "epoch_loss": epoch_loss, "epoch_pairs": epoch_pairs,
-                     "history": history})
+                     "epoch_rng": epoch_rng, "epoch_loss": epoch_loss, "epoch_pairs": epoch_pairs},
+                    history)
 
     every = cfg["checkpoint_every"] if state_dir is not None else None
     print_every = max(1, total_steps // PROGRESS_LINES)

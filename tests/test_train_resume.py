@@ -1,0 +1,80 @@
+"""`vlalign train` keeps its training state beside the output, resumes after a kill, then removes it."""
+
+import contextlib
+from argparse import Namespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vlalign import commands
+from vlalign.align.checkpoint import load_checkpoint
+from vlalign.store.embeddings import EmbeddingWriter
+
+SETTINGS = {
+    "experiment": "test", "tracking_uri": None, "device": "cpu",
+    "encoders": {"image": {"alias": "img", "spec": "test"}, "text": {"alias": "txt", "spec": "test"}},
+    "train": {"head": "star", "target_dim": 16, "width_factor": 2, "batch_size": 64, "epochs": 3, "lr": 1e-2,
+              "val_fraction": 0.1, "checkpoint_every": 2},
+}  # fmt: skip
+
+
+class Killed(Exception):
+    pass
+
+
+class FakeRun:
+    """Records metrics; raises when the step `kill_at` is logged, as a kill there would."""
+
+    def __init__(self, kill_at=None):
+        self.kill_at, self.metrics = kill_at, []
+
+    def log_metrics(self, metrics, step=None):
+        if step is not None and step == self.kill_at:
+            raise Killed(step)
+        self.metrics.append((step, metrics))
+
+    def log_output(self, name, path):
+        pass
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    rng = np.random.default_rng(0)
+    keys = [f"k{i:03d}" for i in range(200)]
+    image = rng.standard_normal((200, 12)).astype(np.float32)
+    text = image @ rng.standard_normal((12, 8)).astype(np.float32)
+    for name, array in (("img", image), ("txt", text)):
+        writer = EmbeddingWriter(tmp_path / name, array.shape[1], meta={"spec": "test"})
+        writer.append(array, keys)
+        writer.close()
+    pd.DataFrame({"key": keys, "kept": True}).to_parquet(tmp_path / "decisions.parquet")
+    return tmp_path
+
+
+def _train(inputs, monkeypatch, out, run):
+    monkeypatch.setattr(commands, "_run", lambda *args, **kwargs: contextlib.nullcontext(run))
+    args = Namespace(image_embeddings=str(inputs / "img"), text_embeddings=str(inputs / "txt"),
+                     pool_decisions=str(inputs / "decisions.parquet"), out=str(out), run="basic")
+    commands.train(SETTINGS, args)
+
+
+def test_train_resumes_after_a_kill_and_removes_its_state(inputs, monkeypatch, capsys):
+    _train(inputs, monkeypatch, inputs / "train" / "reference", FakeRun())
+    out, state = inputs / "train" / "basic", inputs / "train" / ".basic.state"
+    with pytest.raises(Killed):
+        _train(inputs, monkeypatch, out, FakeRun(kill_at=5))  # 180 pairs: 3 steps per epoch, states every 2
+    assert not out.exists() and [p.name for p in state.iterdir()] == ["step-000000004"]
+    run = FakeRun()
+    _train(inputs, monkeypatch, out, run)
+    assert "resuming from step 4/9" in capsys.readouterr().out
+    assert (None, {"resumed_from_step": 4}) in run.metrics
+    assert min(step for step, _ in run.metrics if step is not None) == 5
+    assert not state.exists()
+    reference = inputs / "train" / "reference"
+    a, b = load_checkpoint(out)[0].state_dict(), load_checkpoint(reference)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # The curves hold the steps from before the kill too.
+    curves, expected = (pd.read_csv(f / "curves.csv").drop(columns="pairs_per_s") for f in (out, reference))
+    pd.testing.assert_frame_equal(curves, expected)
