@@ -45,3 +45,22 @@ def test_negative_caption_is_deterministic_and_spreads_over_rules():
     assert negative_caption("a photo", "k", rules) == (None, None)
     with pytest.raises(ValueError, match="unknown negative-caption rules"):
         negative_caption(caption, "k", ["antonyms"])
+
+
+def test_negatives_command_writes_a_keyed_table(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from vlalign.cli import main
+
+    captions = ["a red ball", "a photo", "two cats on a sofa"]
+    pd.DataFrame({"row": [0, 1, 2], "key": ["a", "b", "c"], "caption": captions}).to_parquet(tmp_path / "pool.parquet")
+    settings = {"experiment": "negatives-test", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "negatives": {"rules": list(RULES)}}  # fmt: skip
+    out = tmp_path / "negatives.parquet"
+    assert main(["negatives", "--settings", json.dumps(settings), "--table", str(tmp_path / "pool.parquet"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    table = pd.read_parquet(out)
+    assert table["key"].tolist() == ["a", "c"] and table["row"].tolist() == [0, 1]  # "a photo" has no negative
+    assert (table["caption"] != pd.Series(["a red ball", "two cats on a sofa"])).all()

@@ -280,3 +280,21 @@ def test_state_from_other_settings_or_data_is_refused(pairs, tmp_path):
     # How often states are written does not change the result, so it may change on resume.
     resumed = train_alignment(image, text, {**settings, "checkpoint_every": 1}, state_dir=tmp_path / "state")
     assert resumed.resumed_from_step == 4
+
+
+def test_hard_negatives_join_the_loss_and_nan_rows_are_skipped(pairs):
+    image, text = pairs
+    rng = np.random.default_rng(5)
+    negatives = (text.astype(np.float32) + rng.standard_normal(text.shape).astype(np.float32)).astype(np.float16)
+    negatives[::3] = np.nan  # pairs whose caption no rule could turn into a negative
+    settings = {**FAST, "optimizer": "adamw"}
+    with_negatives = train_alignment(image, text, {**settings, "hard_negatives": True}, negative_text_emb=negatives)
+    without = train_alignment(image, text, settings)
+    assert all(np.isfinite(h["loss"]) for h in with_negatives.history if "loss" in h)
+    first = [h["loss"] for h in with_negatives.history if "loss" in h][0]
+    assert first != [h["loss"] for h in without.history if "loss" in h][0]  # the negatives block counts
+    assert recall_at_1(with_negatives.model, image, text) > 0.8 * recall_at_1(without.model, image, text) > 0.4
+    with pytest.raises(ValueError, match="hard_negatives needs"):
+        train_alignment(image, text, settings, negative_text_emb=negatives)
+    with pytest.raises(ValueError, match="hard_negatives needs"):
+        train_alignment(image, text, {**settings, "hard_negatives": True})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,6 +94,7 @@ def tiny_config(deb_cache: Path) -> dict:
     config["curate"]["filters"]["decontaminate"]["near"] = False
     config["curate"]["filters"]["balance"]["cap"] = 5
     config["train"]["defaults"].update(width_factor=1, target_dim=32, batch_size=16, epochs=3, lr=1e-3, val_fraction=0.25)
+    config["train"]["runs"]["negatives"] = {"pool": "basic", "hard_negatives": True}
     return config
 
 
@@ -107,7 +109,8 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     summary = (results / "report" / "summary.md").read_text()
     assert "probe:efficientnet_lite0__minilm_l6" in summary
     table = pd.read_csv(results / "report" / "summary.csv", index_col=0)
-    assert set(table.index) == {"raw", "basic", "aligned", "balanced", "probe:efficientnet_lite0__minilm_l6"}
+    runs = {"raw", "basic", "aligned", "balanced", "negatives"}
+    assert set(table.index) == runs | {"probe:efficientnet_lite0__minilm_l6"}
     assert table["eval_tuxpaint.image_to_text_recall_at_1"].between(0, 1).all()
     assert "eval_fashion_mnist.zeroshot_top1_accuracy" in table.columns
     for path in ("train/basic/model.safetensors", "train/basic/model.json", "train/basic/curves.png",
@@ -127,8 +130,13 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("vlalign-test").experiment_id], max_results=1000)
     by_rule = pd.Series([r.data.tags["rule"] for r in runs]).value_counts().to_dict()
-    assert by_rule == {"download": 3, "measure": 1, "select": 4, "score": 1, "convert": 3, "embed": 6,
-                       "train": 4, "probe": 1, "evaluate": 4, "report": 1}  # fmt: skip
+    assert by_rule == {"download": 3, "measure": 1, "select": 4, "score": 1, "convert": 3, "embed": 7,
+                       "negatives": 1, "train": 5, "probe": 1, "evaluate": 5, "report": 1}  # fmt: skip
+    # The hard-negative run read the rule-made captions' embeddings.
+    negatives = pd.read_parquet(results / "negatives" / "pool.parquet")
+    assert len(negatives) > 0 and set(negatives["rule"]) <= {"swap_attributes", "swap_colour", "change_count",
+                                                             "flip_relation"}  # fmt: skip
+    assert json.loads((results / "train" / "negatives" / "model.json").read_text())["train"]["hard_negatives"]
     assert all(r.info.status == "FINISHED" for r in runs)
     train_run = next(r for r in runs if r.data.tags["rule"] == "train" and r.data.tags["wildcard.run"] == "basic")
     assert "eval_tuxpaint.mean_recall_at_10" in train_run.data.metrics  # evaluation logged onto its model's run

@@ -63,10 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beton", required=True)
     p.add_argument("--table", required=True)
 
+    p = stage("negatives", "a rule-made hard-negative caption for each sample of a table")
+    p.add_argument("--table", required=True, help="table with key and caption columns (the .beton's)")
+    p.add_argument("--out", required=True, help="negatives.parquet (row, key, caption, rule)")
+
     p = stage("embed", "frozen-encoder embeddings of a dataset (images from the .beton, or captions)")
     p.add_argument("--encoder", required=True, help="encoder alias (a key of `encoders`)")
     p.add_argument("--dataset", required=True, help="dataset name, for tracking")
-    p.add_argument("--beton", required=True)
+    p.add_argument("--beton", help="the images (image encoders only)")
     p.add_argument("--table", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--part", type=int, default=0, help="embed only this part of the rows (0-based)")
@@ -84,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", required=True)
         if name == "train":
             p.add_argument("--run", required=True, help="run name (a key of train.runs)")
+            p.add_argument("--negative-embeddings", help="text embeddings of the hard-negative captions")
         else:
             p.add_argument("--eval-image-embeddings", required=True)
             p.add_argument("--eval-text-embeddings", required=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlalign.evaluate.aligned import paired_embeddings, project
+from vlalign.evaluate.aligned import keyed_rows, paired_embeddings, project
 from vlalign.io import atomic_dir, atomic_path, write_json
 from vlalign.tracking import stage_run
 
@@ -97,6 +97,25 @@ def score(settings: dict, args: argparse.Namespace) -> None:
     _print_summary("score", summary)
 
 
+def negatives(settings: dict, args: argparse.Namespace) -> None:
+    """A rule-made hard-negative caption for every sample of the table that some rule applies to."""
+    from vlalign.align.negatives import negative_caption
+
+    rules = settings["negatives"]["rules"]
+    with _run("negatives", settings) as run:
+        table = pd.read_parquet(args.table, columns=["key", "caption"])
+        made = [(key, *negative_caption(caption, key, rules)) for key, caption in zip(table["key"], table["caption"])]
+        found = pd.DataFrame(made, columns=["key", "caption", "rule"]).dropna(subset=["caption"])
+        found.insert(0, "row", np.arange(len(found)))
+        with atomic_path(args.out) as tmp:
+            found.to_parquet(tmp, index=False)
+        summary = {"samples": len(table), "negatives": len(found),
+                   **{f"rule.{k}": int(v) for k, v in found["rule"].value_counts().items()}}  # fmt: skip
+        run.log_metrics(summary)
+        run.log_output("negatives", args.out)
+    _print_summary("negatives", summary)
+
+
 def convert(settings: dict, args: argparse.Namespace) -> None:
     from vlalign.data.shards import shard_paths
     from vlalign.store.beton import verify_beton, write_beton
@@ -134,6 +153,8 @@ def embed(settings: dict, args: argparse.Namespace) -> None:
             summary = embed_texts(args.table, encoder["spec"], options, args.out, batch_size=encoder["batch_size"],
                                   device=settings["embed"]["device"], **scatter)  # fmt: skip
         else:
+            if not args.beton:
+                raise ValueError(f"encoder {args.encoder!r} embeds images: --beton is required")
             summary = embed_images(args.beton, args.table, encoder["spec"], options, args.out,
                                    batch_size=encoder["batch_size"], num_workers=settings["embed"]["num_workers"],
                                    device=settings["embed"]["device"], **scatter)  # fmt: skip
@@ -163,11 +184,17 @@ def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path,
     kept = set(decisions.loc[decisions["kept"], "key"])
     image_emb, text_emb, keys = paired_embeddings(args.image_embeddings, args.text_embeddings, keys=kept)
     device = resolve_device(settings["device"])
+    negative_emb = None
+    if settings["train"].get("hard_negatives"):
+        if not args.negative_embeddings:
+            raise ValueError("hard_negatives is set but no --negative-embeddings were given")
+        negative_emb = keyed_rows(args.negative_embeddings, keys)
 
     def log_fn(step: int, metrics: dict) -> None:
         run.log_metrics(metrics, step=step)
 
-    result = train_alignment(image_emb, text_emb, settings["train"], log_fn=log_fn, device=device, state_dir=state_dir)
+    result = train_alignment(image_emb, text_emb, settings["train"], log_fn=log_fn, device=device, state_dir=state_dir,
+                             negative_text_emb=negative_emb)  # fmt: skip
     if result.resumed_from_step is not None:
         run.log_metrics({"resumed_from_step": result.resumed_from_step})
     extra = {"encoders": settings["encoders"], "image_dim": int(image_emb.shape[1]), "text_dim": int(text_emb.shape[1]),

@@ -24,6 +24,8 @@ def stage_settings(config: dict, stage: str, **wildcards: str) -> dict:
         specific = {"filters": pool_filters(config, wildcards["pool"]), "samples_per_shard": config["samples_per_shard"]}
     elif stage == "score":
         specific = {"device": config["train"]["device"]}
+    elif stage == "negatives":
+        specific = {"negatives": config["negatives"]}
     elif stage == "convert":
         specific = {"convert": config["convert"]}
     elif stage == "embed":

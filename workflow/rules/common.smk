@@ -2,7 +2,7 @@
 import sys
 from pathlib import Path
 
-from vlalign.config import ConfigError, eval_sources, run_pool, scoring_run, validate_config
+from vlalign.config import ConfigError, eval_sources, run_pool, scoring_run, train_settings, validate_config
 from vlalign.evaluate.run import eval_dataset
 from vlalign.stages import stage_settings_json
 
@@ -74,6 +74,11 @@ def curated_pool(pool):
 
 def embeddings(dataset, encoder):
     return f"results/embeddings/{dataset}/{encoder}"
+
+
+def negative_embeddings(encoder):
+    """Text embeddings of the pool's rule-made hard-negative captions."""
+    return f"results/embeddings/pool_negatives/{encoder}"
 
 
 def print_summary(path):

@@ -40,6 +40,7 @@ DEFAULT_SETTINGS = {
     "precision": "fp32",
     "grad_clip": None,
     "loss_chunk_size": None,
+    "hard_negatives": False,
     "val_fraction": 0.0,
     "checkpoint_every": None,
 }
@@ -119,24 +120,31 @@ def _format_seconds(seconds: float) -> str:
 
 
 class _Batches:
-    """Moves the image, text and extra-caption rows of one batch to the device."""
+    """Moves the image, text, extra-caption and hard-negative rows of one batch to the device."""
 
-    def __init__(self, image_emb, text_emb, extra_text_emb, device):
+    def __init__(self, image_emb, text_emb, extra_text_emb, negative_text_emb, device):
         self.arrays = [image_emb, text_emb, *extra_text_emb]
+        self.negatives = negative_text_emb
         self.device = device
 
-    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         img, txt, *extra = (_to_device(a, idx, self.device) for a in self.arrays)
-        return img, txt, extra
+        negatives = None
+        if self.negatives is not None:
+            negatives = _to_device(self.negatives, idx, self.device)
+            negatives = negatives[~torch.isnan(negatives[:, 0])]  # NaN rows: no rule applied to that caption
+        return img, txt, extra, negatives
 
 
-def _loss(model, loss_fn, img, txt, extra, autocast):
+def _loss(model, loss_fn, img, txt, extra, negatives, autocast):
     with autocast():
         z_img, z_txt = model(img, txt)
         z_extra = [model.encode_text(t) for t in extra]
+        z_negatives = model.encode_text(negatives) if negatives is not None and len(negatives) else None
     # The loss runs in fp32 outside autocast: exp(scale)·cosine and logsigmoid need the precision.
     return loss_fn(z_img.float(), z_txt.float(), model.logit_scale, model.logit_bias,
-                   extra_txt=[z.float() for z in z_extra])
+                   extra_txt=[z.float() for z in z_extra],
+                   negatives=None if z_negatives is None else z_negatives.float())
 
 
 @torch.no_grad()
@@ -147,8 +155,7 @@ def _validation_loss(model, loss_fn, fetch, val_idx, batch_size, autocast) -> fl
     n_chunks = math.ceil(len(val_idx) / batch_size)
     total = 0.0
     for idx in np.array_split(val_idx, n_chunks):
-        img, txt, extra = fetch(idx)
-        total += _loss(model, loss_fn, img, txt, extra, autocast).item() * len(idx)
+        total += _loss(model, loss_fn, *fetch(idx), autocast).item() * len(idx)
     model.train()
     return total / len(val_idx)
 
@@ -175,8 +182,12 @@ def train_alignment(
     device: str | torch.device = "cpu",
     extra_text_emb: list[np.ndarray] | None = None,
     state_dir: str | os.PathLike | None = None,
+    negative_text_emb: np.ndarray | None = None,
 ) -> TrainResult:
     """Train an AlignmentModel so that image_emb[i] and text_emb[i] (and extra_text_emb[k][i]) align.
+
+    With `hard_negatives` set, negative_text_emb[i] is a hard-negative caption of pair i (a NaN row
+    where it has none); each batch's negatives join the loss (see `vlalign.align.losses`).
 
     Per optimiser step, log_fn(step, {"loss", "logit_scale" (exp'd), "logit_bias", "lr",
     "pairs_per_s"}); per epoch, log_fn(step, {"epoch", "train_loss"[, "val_loss"]}). `step`
@@ -192,6 +203,11 @@ def train_alignment(
     n = len(image_emb)
     if len(text_emb) != n or any(len(e) != n for e in extra_text_emb):
         raise ValueError("image, text and extra text embeddings must have one row per pair")
+    if cfg["hard_negatives"] != (negative_text_emb is not None):
+        raise ValueError("hard_negatives needs negative caption embeddings, and they are only used with it")
+    if negative_text_emb is not None and negative_text_emb.shape != text_emb.shape:
+        raise ValueError(f"negative caption embeddings {negative_text_emb.shape} must match the captions' "
+                         f"{text_emb.shape}")
     device = torch.device(device)
 
     torch.manual_seed(cfg["seed"])
@@ -209,14 +225,15 @@ def train_alignment(
     steps_per_epoch = len(batches(train_idx, cfg["batch_size"]))
     total_steps = steps_per_epoch * cfg["epochs"]
     scheduler = cosine_schedule(optimizer, total_steps, cfg["warmup_fraction"])
-    fetch = _Batches(image_emb, text_emb, extra_text_emb, device)
+    fetch = _Batches(image_emb, text_emb, extra_text_emb, negative_text_emb, device)
 
     def autocast():
         if cfg["precision"] == "bf16":
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    fingerprint = _fingerprint(cfg, [image_emb, text_emb, *extra_text_emb])
+    fingerprint = _fingerprint(cfg, [image_emb, text_emb, *extra_text_emb,
+                                     *([] if negative_text_emb is None else [negative_text_emb])])
     # Where the loop starts: epoch, batches of it already done and their loss sums.
     progress = {"step": 0, "epoch": 1, "batch": 0, "epoch_loss": 0.0, "epoch_pairs": 0}
     history: list[dict] = []
@@ -254,8 +271,7 @@ def train_alignment(
             done, epoch_loss, epoch_pairs = progress["batch"], progress["epoch_loss"], progress["epoch_pairs"]
         for batch, idx in enumerate(batches(order, cfg["batch_size"])[done:], start=done + 1):
             t0 = time.perf_counter()
-            img, txt, extra = fetch(idx)
-            loss = _loss(model, loss_fn, img, txt, extra, autocast)
+            loss = _loss(model, loss_fn, *fetch(idx), autocast)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg["grad_clip"] is not None:

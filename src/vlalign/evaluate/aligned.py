@@ -26,6 +26,19 @@ def paired_embeddings(image_dir: str, text_dir: str, keys: set[str] | None = Non
     return images.read(rows), texts.read(rows), [stored[r] for r in rows]
 
 
+def keyed_rows(store_dir: str, keys: list[str]) -> np.ndarray:
+    """Rows of the store for `keys`, in that order; NaN rows for keys the store does not hold
+    (e.g. captions no negative-caption rule applied to)."""
+    from vlalign.store.embeddings import open_embeddings
+
+    store = open_embeddings(store_dir)
+    position = {key: row for row, key in enumerate(store.keys)}
+    rows = np.array([position.get(key, -1) for key in keys], dtype=np.int64)
+    out = np.full((len(keys), store.dim), np.nan, dtype=np.float32)
+    out[rows >= 0] = store.read(rows[rows >= 0])
+    return out
+
+
 def project(model, image_emb: np.ndarray | None, text_emb: np.ndarray | None) -> tuple[np.ndarray | None, ...]:
     """The aligner's towers on frozen features: L2-normalised shared-space embeddings (None stays None)."""
     import torch

@@ -1,0 +1,39 @@
+# Hard-negative captions (the guide's negative captioning): made by rule from the pool's captions
+# and embedded by the text encoder, for training runs with hard_negatives.
+
+
+rule negative_captions:
+    input:
+        "results/beton/pool.parquet",
+    output:
+        "results/negatives/pool.parquet",
+    params:
+        settings=settings("negatives"),
+    log:
+        "results/logs/negatives/pool.log",
+    benchmark:
+        "results/benchmarks/negatives/pool.tsv"
+    conda:
+        "../../envs/vlalign.yaml"
+    shell:
+        "vlalign negatives --settings {params.settings:q} --table {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule embed_negatives:
+    input:
+        "results/negatives/pool.parquet",
+    output:
+        directory(negative_embeddings("{encoder}")),
+    params:
+        settings=settings("embed"),
+    resources:
+        gpu=1,
+    log:
+        "results/logs/embed/pool_negatives/{encoder}.log",
+    benchmark:
+        "results/benchmarks/embed/pool_negatives/{encoder}.tsv"
+    conda:
+        "../../envs/vlalign.yaml"
+    shell:
+        "vlalign embed --settings {params.settings:q} --encoder {wildcards.encoder:q} --dataset pool_negatives"
+        " --table {input:q} --out {output:q} > {log:q} 2>&1"
