@@ -298,3 +298,25 @@ def test_hard_negatives_join_the_loss_and_nan_rows_are_skipped(pairs):
         train_alignment(image, text, settings, negative_text_emb=negatives)
     with pytest.raises(ValueError, match="hard_negatives needs"):
         train_alignment(image, text, {**settings, "hard_negatives": True})
+
+
+def test_resident_batches_and_lazy_store_rows_train_identically(pairs, tmp_path):
+    """Arrays uploaded once (as on a GPU they fit) or read lazily from a store give the same run."""
+    from vlalign.store.embeddings import EmbeddingWriter, open_embeddings
+
+    image, text = pairs
+    stores = []
+    for name, array in (("image", image), ("text", text)):
+        writer = EmbeddingWriter(tmp_path / name, array.shape[1], rows_per_part=100)
+        writer.append(array, [str(i) for i in range(len(array))])
+        writer.close()
+        stores.append(open_embeddings(tmp_path / name))
+    rows = np.arange(0, N_PAIRS, 2)
+    lazy_image, lazy_text = (s.rows(rows) for s in stores)
+    settings = {**FAST, "epochs": 2}
+    streamed = train_alignment(image[rows], text[rows], settings, resident=False).model.state_dict()
+    resident = train_alignment(image[rows], text[rows], settings, resident=True).model.state_dict()
+    lazy = train_alignment(lazy_image, lazy_text, settings).model.state_dict()
+    assert all(torch.equal(streamed[k], resident[k]) and torch.equal(streamed[k], lazy[k]) for k in streamed)
+    missing = stores[1].rows([0, -1, 2])[np.arange(3)]
+    assert np.isnan(missing[1]).all() and not np.isnan(missing[[0, 2]]).any()

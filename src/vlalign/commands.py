@@ -182,7 +182,7 @@ def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path,
 
     decisions = pd.read_parquet(args.pool_decisions, columns=["key", "kept"])
     kept = set(decisions.loc[decisions["kept"], "key"])
-    image_emb, text_emb, keys = paired_embeddings(args.image_embeddings, args.text_embeddings, keys=kept)
+    image_emb, text_emb, keys = paired_embeddings(args.image_embeddings, args.text_embeddings, keys=kept, lazy=True)
     device = resolve_device(settings["device"])
     negative_emb = None
     if settings["train"].get("hard_negatives"):

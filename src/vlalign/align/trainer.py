@@ -87,8 +87,25 @@ def batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def _to_device(array, idx: np.ndarray, device: torch.device) -> torch.Tensor:
-    # One fancy-indexing read per batch (works on np.memmap), converted to float32 on the host.
+    # One fancy-indexing read per batch (np.memmap or a lazy StoreRows), converted to float32 on the host.
     return torch.from_numpy(np.asarray(array[idx], dtype=np.float32)).to(device)
+
+
+def _fits_on_device(arrays: list, device: torch.device) -> bool:
+    """Whether every array, as float16, takes under half of the GPU's free memory."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(2 * a.shape[0] * a.shape[1] for a in arrays) < free / 2
+
+
+def _upload(array, device: torch.device, rows_per_read: int = 65536) -> torch.Tensor:
+    """The whole array as a float16 tensor on the device, read a slice at a time (the stores are float16)."""
+    out = torch.empty(tuple(array.shape), dtype=torch.float16, device=device)
+    for start in range(0, len(array), rows_per_read):
+        rows = np.arange(start, min(start + rows_per_read, len(array)))
+        out[rows[0]:rows[-1] + 1] = torch.from_numpy(np.asarray(array[rows], dtype=np.float16)).to(device)
+    return out
 
 
 def _param_groups(model: AlignmentModel, weight_decay: float, loss: str) -> list[dict]:
@@ -120,18 +137,30 @@ def _format_seconds(seconds: float) -> str:
 
 
 class _Batches:
-    """Moves the image, text, extra-caption and hard-negative rows of one batch to the device."""
+    """The image, text, extra-caption and hard-negative rows of one batch, on the device.
 
-    def __init__(self, image_emb, text_emb, extra_text_emb, negative_text_emb, device):
-        self.arrays = [image_emb, text_emb, *extra_text_emb]
-        self.negatives = negative_text_emb
+    `resident`: the arrays are uploaded to the device once and batches are gathered there, so no
+    step waits on host reads (chosen when they fit, see `_fits_on_device`); otherwise each batch
+    is read from the (memory-mapped) arrays and streamed.
+    """
+
+    def __init__(self, image_emb, text_emb, extra_text_emb, negative_text_emb, device, resident: bool):
+        arrays = [image_emb, text_emb, *extra_text_emb, *([] if negative_text_emb is None else [negative_text_emb])]
+        self.resident = resident
+        self.arrays = [_upload(a, device) for a in arrays] if resident else arrays
+        self.has_negatives = negative_text_emb is not None
         self.device = device
 
+    def _rows(self, array, idx: np.ndarray) -> torch.Tensor:
+        if self.resident:
+            return array[torch.from_numpy(idx).to(self.device)].float()
+        return _to_device(array, idx, self.device)
+
     def __call__(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-        img, txt, *extra = (_to_device(a, idx, self.device) for a in self.arrays)
+        img, txt, *extra = (self._rows(a, idx) for a in self.arrays)
         negatives = None
-        if self.negatives is not None:
-            negatives = _to_device(self.negatives, idx, self.device)
+        if self.has_negatives:
+            negatives = extra.pop()
             negatives = negatives[~torch.isnan(negatives[:, 0])]  # NaN rows: no rule applied to that caption
         return img, txt, extra, negatives
 
@@ -183,11 +212,14 @@ def train_alignment(
     extra_text_emb: list[np.ndarray] | None = None,
     state_dir: str | os.PathLike | None = None,
     negative_text_emb: np.ndarray | None = None,
+    resident: bool | None = None,
 ) -> TrainResult:
     """Train an AlignmentModel so that image_emb[i] and text_emb[i] (and extra_text_emb[k][i]) align.
 
     With `hard_negatives` set, negative_text_emb[i] is a hard-negative caption of pair i (a NaN row
     where it has none); each batch's negatives join the loss (see `vlalign.align.losses`).
+    The arrays may be np.memmap or lazy `StoreRows`: only batches are read. `resident` (default:
+    when they fit in half the free GPU memory) uploads them to the device once as float16.
 
     Per optimiser step, log_fn(step, {"loss", "logit_scale" (exp'd), "logit_bias", "lr",
     "pairs_per_s"}); per epoch, log_fn(step, {"epoch", "train_loss"[, "val_loss"]}). `step`
@@ -225,15 +257,16 @@ def train_alignment(
     steps_per_epoch = len(batches(train_idx, cfg["batch_size"]))
     total_steps = steps_per_epoch * cfg["epochs"]
     scheduler = cosine_schedule(optimizer, total_steps, cfg["warmup_fraction"])
-    fetch = _Batches(image_emb, text_emb, extra_text_emb, negative_text_emb, device)
+    data = [image_emb, text_emb, *extra_text_emb, *([] if negative_text_emb is None else [negative_text_emb])]
+    fetch = _Batches(image_emb, text_emb, extra_text_emb, negative_text_emb, device,
+                     resident=_fits_on_device(data, device) if resident is None else resident)
 
     def autocast():
         if cfg["precision"] == "bf16":
             return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    fingerprint = _fingerprint(cfg, [image_emb, text_emb, *extra_text_emb,
-                                     *([] if negative_text_emb is None else [negative_text_emb])])
+    fingerprint = _fingerprint(cfg, data)
     # Where the loop starts: epoch, batches of it already done and their loss sums.
     progress = {"step": 0, "epoch": 1, "batch": 0, "epoch_loss": 0.0, "epoch_pairs": 0}
     history: list[dict] = []

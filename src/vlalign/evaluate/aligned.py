@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def paired_embeddings(image_dir: str, text_dir: str, keys: set[str] | None = None
-                      ) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
-    """Image and text embeddings of the same samples, row for row; refuses stores that disagree.
+def paired_embeddings(image_dir: str, text_dir: str, keys: set[str] | None = None, lazy: bool = False):
+    """Image and text embeddings of the same samples, row for row, and their keys; refuses stores
+    that disagree.
 
     With `keys`, only those samples (a curated pool), in store order; embeddings are computed
-    once for the whole pool and curated pools select from them.
+    once for the whole pool and curated pools select from them. `lazy` returns `StoreRows`
+    views that read rows from the memory-mapped store only when indexed, instead of arrays.
     """
     from vlalign.store.embeddings import open_embeddings
 
@@ -19,24 +20,27 @@ def paired_embeddings(image_dir: str, text_dir: str, keys: set[str] | None = Non
     if stored != list(texts.keys):
         raise ValueError(f"{image_dir} and {text_dir} do not hold the same samples in the same order")
     if keys is None:
-        return images.to_numpy(), texts.to_numpy(), stored
-    rows = np.flatnonzero(np.isin(np.asarray(stored, dtype=object), list(keys)))
-    if len(rows) == 0:
-        raise ValueError(f"none of the {len(keys)} selected samples is in {image_dir}")
-    return images.read(rows), texts.read(rows), [stored[r] for r in rows]
+        rows = np.arange(len(stored))
+    else:
+        rows = np.flatnonzero(np.isin(np.asarray(stored, dtype=object), list(keys)))
+        if len(rows) == 0:
+            raise ValueError(f"none of the {len(keys)} selected samples is in {image_dir}")
+    selected = [stored[r] for r in rows]
+    if lazy:
+        return images.rows(rows), texts.rows(rows), selected
+    if keys is None:
+        return images.to_numpy(), texts.to_numpy(), selected
+    return images.read(rows), texts.read(rows), selected
 
 
-def keyed_rows(store_dir: str, keys: list[str]) -> np.ndarray:
-    """Rows of the store for `keys`, in that order; NaN rows for keys the store does not hold
-    (e.g. captions no negative-caption rule applied to)."""
+def keyed_rows(store_dir: str, keys: list[str]):
+    """A lazy view of the store's rows for `keys`, in that order; NaN rows for keys the store does
+    not hold (e.g. captions no negative-caption rule applied to)."""
     from vlalign.store.embeddings import open_embeddings
 
     store = open_embeddings(store_dir)
     position = {key: row for row, key in enumerate(store.keys)}
-    rows = np.array([position.get(key, -1) for key in keys], dtype=np.int64)
-    out = np.full((len(keys), store.dim), np.nan, dtype=np.float32)
-    out[rows >= 0] = store.read(rows[rows >= 0])
-    return out
+    return store.rows([position.get(key, -1) for key in keys])
 
 
 def project(model, image_emb: np.ndarray | None, text_emb: np.ndarray | None) -> tuple[np.ndarray | None, ...]:

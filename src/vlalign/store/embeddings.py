@@ -168,10 +168,36 @@ class EmbeddingStore:
             out[chosen] = self._parts[part][rows[chosen] - self._starts[part]]
         return out
 
+    def rows(self, rows) -> "StoreRows":
+        """A lazy selection: indexing it reads only the rows asked for (-1: a NaN row)."""
+        return StoreRows(self, np.asarray(rows, dtype=np.int64))
+
     def to_numpy(self, dtype=np.float32) -> np.ndarray:
         out = np.empty((len(self), self.dim), dtype=dtype)
         for start, part in zip(self._starts[:-1], self._parts, strict=True):
             out[start:start + len(part)] = part
+        return out
+
+
+class StoreRows:
+    """Rows of a store, read from its memory-mapped parts only when indexed: training on millions of
+    pairs never holds more than a batch of them in memory. Row -1 reads as NaN (a missing item)."""
+
+    def __init__(self, store: EmbeddingStore, rows: np.ndarray):
+        self.store, self._rows = store, rows
+        self.shape = (len(rows), store.dim)
+        self.dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        rows = self._rows[idx]
+        present = rows >= 0
+        if present.all():
+            return self.store.read(rows)
+        out = np.full((len(rows), self.store.dim), np.nan, dtype=np.float32)
+        out[present] = self.store.read(rows[present])
         return out
 
 
