@@ -14,6 +14,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vlalign.align.distributed import (
+    average_gradients,
+    broadcast_parameters,
+    gather_rows,
+    join_process_group,
+    rank_and_size,
+    shard,
+)
 from vlalign.align.heads import AlignmentModel
 from vlalign.align.losses import LOSSES, USES_BIAS
 from vlalign.align.optim import cosine_schedule, make_optimizer
@@ -165,15 +173,22 @@ class _Batches:
         return img, txt, extra, negatives
 
 
-def _loss(model, loss_fn, img, txt, extra, negatives, autocast):
+def _loss(model, loss_fn, img, txt, extra, negatives, autocast, gather=None):
+    """The loss of a batch; `gather` (data-parallel) joins every rank's features into the global batch."""
     with autocast():
         z_img, z_txt = model(img, txt)
         z_extra = [model.encode_text(t) for t in extra]
-        z_negatives = model.encode_text(negatives) if negatives is not None and len(negatives) else None
+        # Encoded even when empty: with ranks, every one must take part in the gather below.
+        z_negatives = model.encode_text(negatives) if negatives is not None else None
     # The loss runs in fp32 outside autocast: exp(scale)·cosine and logsigmoid need the precision.
-    return loss_fn(z_img.float(), z_txt.float(), model.logit_scale, model.logit_bias,
-                   extra_txt=[z.float() for z in z_extra],
-                   negatives=None if z_negatives is None else z_negatives.float())
+    z_img, z_txt, *z_extra = (z.float() for z in (z_img, z_txt, *z_extra))
+    z_negatives = None if z_negatives is None else z_negatives.float()
+    if gather is not None:
+        z_img, z_txt, *z_extra = (gather(z) for z in (z_img, z_txt, *z_extra))
+        z_negatives = None if z_negatives is None else gather(z_negatives)
+    if z_negatives is not None and len(z_negatives) == 0:
+        z_negatives = None
+    return loss_fn(z_img, z_txt, model.logit_scale, model.logit_bias, extra_txt=z_extra, negatives=z_negatives)
 
 
 @torch.no_grad()
@@ -240,7 +255,9 @@ def train_alignment(
     if negative_text_emb is not None and negative_text_emb.shape != text_emb.shape:
         raise ValueError(f"negative caption embeddings {negative_text_emb.shape} must match the captions' "
                          f"{text_emb.shape}")
-    device = torch.device(device)
+    device = join_process_group(torch.device(device))
+    rank, world = rank_and_size()
+    leader = rank == 0  # logs, prints and writes the training state
 
     torch.manual_seed(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
@@ -250,6 +267,8 @@ def train_alignment(
 
     model = AlignmentModel(image_emb.shape[1], text_emb.shape[1],
                            **{k: cfg[k] for k in MODEL_KEYS}).to(device)
+    if world > 1:
+        broadcast_parameters(model)
     model.train()
     loss_fn = functools.partial(LOSSES[cfg["loss"]], chunk_size=cfg["loss_chunk_size"])
     optimizer = make_optimizer(cfg["optimizer"], _param_groups(model, cfg["weight_decay"], cfg["loss"]),
@@ -280,11 +299,12 @@ def train_alignment(
         history = restore_state(resumed_from, model, optimizer, scheduler, device)
         # The split above was redrawn from the seed; the batch order continues from the state's epoch.
         rng.bit_generator.state = progress["epoch_rng"]
-        print(f"[align] resuming from step {progress['step']}/{total_steps} (state in {resumed_from})", flush=True)
+        if leader:
+            print(f"[align] resuming from step {progress['step']}/{total_steps} (state in {resumed_from})", flush=True)
 
     def log(step: int, metrics: dict) -> None:
         history.append({"step": step, **metrics})
-        if log_fn is not None:
+        if log_fn is not None and leader:
             log_fn(step, metrics)
 
     def save_state(epoch: int, batch: int, epoch_rng: dict, epoch_loss: float, epoch_pairs: int) -> None:
@@ -293,7 +313,9 @@ def train_alignment(
                      "epoch_rng": epoch_rng, "epoch_loss": epoch_loss, "epoch_pairs": epoch_pairs},
                     history)
 
-    every = cfg["checkpoint_every"] if state_dir is not None else None
+    saving = state_dir is not None and leader
+    every = cfg["checkpoint_every"] if saving else None
+    gather = gather_rows if world > 1 else None
     print_every = max(1, total_steps // PROGRESS_LINES)
     step, first_step, started = progress["step"], progress["step"], time.perf_counter()
     for epoch in range(progress["epoch"], cfg["epochs"] + 1):
@@ -304,9 +326,11 @@ def train_alignment(
             done, epoch_loss, epoch_pairs = progress["batch"], progress["epoch_loss"], progress["epoch_pairs"]
         for batch, idx in enumerate(batches(order, cfg["batch_size"])[done:], start=done + 1):
             t0 = time.perf_counter()
-            loss = _loss(model, loss_fn, *fetch(idx), autocast)
+            loss = _loss(model, loss_fn, *fetch(shard(idx, rank, world)), autocast, gather)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world > 1:
+                average_gradients(model)
             if cfg["grad_clip"] is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
             lr = optimizer.param_groups[0]["lr"]
@@ -323,7 +347,7 @@ def train_alignment(
             # After logging, so that the state's history holds this step.
             if every is not None and step % every == 0:
                 save_state(epoch, batch, epoch_rng, epoch_loss, epoch_pairs)
-            if step % print_every == 0 or step == total_steps:
+            if leader and (step % print_every == 0 or step == total_steps):
                 elapsed = time.perf_counter() - started
                 eta = elapsed / (step - first_step) * (total_steps - step)
                 print(f"[align] step {step}/{total_steps} epoch {epoch}/{cfg['epochs']} "
@@ -334,7 +358,7 @@ def train_alignment(
             epoch_metrics["val_loss"] = _validation_loss(model, loss_fn, fetch, val_idx,
                                                          cfg["batch_size"], autocast)
         log(step, epoch_metrics)
-        if state_dir is not None and every is None:
+        if saving and every is None:
             save_state(epoch + 1, 0, rng.bit_generator.state, 0.0, 0)
     model.eval()
     return TrainResult(model=model, history=history,
