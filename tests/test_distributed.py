@@ -59,3 +59,48 @@ def test_two_gloo_ranks_equal_one_process(tmp_path, loss, hard_negatives):
     # Only rank 0 logs; both ranks hold the same model.
     assert ranks[0]["logged"] > 0 and ranks[1]["logged"] == 0
     assert all(torch.equal(ranks[0]["state"][k], ranks[1]["state"][k]) for k in expected)
+
+
+def test_vlalign_train_through_torchrun_writes_once_and_matches_one_process(tmp_path):
+    """The workflow's multi-GPU launch, on the CPU: `torchrun --nproc_per_node 2 -m vlalign.cli train`."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import mlflow
+    import pandas as pd
+
+    from vlalign.align.checkpoint import load_checkpoint
+    from vlalign.store.embeddings import EmbeddingWriter
+
+    image, text, _ = _pairs()
+    keys = [f"k{i:03d}" for i in range(len(image))]
+    for name, array in (("img", image), ("txt", text)):
+        writer = EmbeddingWriter(tmp_path / name, array.shape[1], meta={"spec": "test"})
+        writer.append(array, keys)
+        writer.close()
+    pd.DataFrame({"key": keys, "kept": True}).to_parquet(tmp_path / "decisions.parquet")
+    settings = {"experiment": "ddp", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "device": "cpu",
+                "encoders": {"image": {"alias": "img", "spec": "test"}, "text": {"alias": "txt", "spec": "test"}},
+                "train": SETTINGS}  # fmt: skip
+    bin_dir = Path(sys.executable).parent
+
+    def train(launcher: list[str], out: str) -> None:
+        result = subprocess.run(
+            [*launcher, "train", "--settings", json.dumps(settings), "--run-name", "basic", "--image-embeddings",
+             str(tmp_path / "img"), "--text-embeddings", str(tmp_path / "txt"), "--pool-decisions",
+             str(tmp_path / "decisions.parquet"), "--out", str(tmp_path / out)],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    train([str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "vlalign.cli"], "ddp")
+    train([str(bin_dir / "vlalign")], "alone")
+    ddp, _ = load_checkpoint(tmp_path / "ddp")
+    alone, _ = load_checkpoint(tmp_path / "alone")
+    assert all(torch.allclose(ddp.state_dict()[k], v, rtol=1e-4, atol=1e-5) for k, v in alone.state_dict().items())
+    client = mlflow.MlflowClient(settings["tracking_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    assert len(runs) == 2  # one per launch: the second rank opened none
+    assert not (tmp_path / ".ddp.state").exists()

@@ -61,6 +61,17 @@ def test_embed_scatters_into_parts_and_gathers(tmp_path):
     assert (counts["embed_part"], counts["gather_embeddings"]) == (18, 6) and "embed" not in counts
 
 
+def test_multi_gpu_training_runs_through_torchrun(tmp_path):
+    config = demo_config()
+    config["train"]["gpus"] = 4
+    write_config(tmp_path, config)
+    result = snakemake("-n", "-p", "--resources", "gpu=4", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    commands = [line for line in result.stdout.splitlines() if " train --settings" in line]
+    assert len(commands) == 4
+    assert all("torchrun --standalone --nproc_per_node 4 -m vlalign.cli train" in c for c in commands)
+
+
 def write_config(workdir: Path, config: dict) -> None:
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))

@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pool-decisions", required=True, help="decisions.parquet of the curated pool to train on")
         p.add_argument("--out", required=True)
         if name == "train":
-            p.add_argument("--run", required=True, help="run name (a key of train.runs)")
+            # --run-name: torchrun's own parser takes "--run" for an abbreviation of its --run-path.
+            p.add_argument("--run", "--run-name", dest="run", required=True, help="run name (a key of train.runs)")
             p.add_argument("--negative-embeddings", help="text embeddings of the hard-negative captions")
         else:
             p.add_argument("--eval-image-embeddings", required=True)

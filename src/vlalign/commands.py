@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -174,9 +175,8 @@ def gather_embeddings(settings: dict, args: argparse.Namespace) -> None:
     _print_summary("gather_embeddings", {"count": meta["count"], "parts": meta["gathered_from"]})
 
 
-def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path,
-                    state_dir: Path | None = None) -> tuple[object, list[dict], int]:
-    from vlalign.align.checkpoint import save_checkpoint
+def _fit(settings: dict, args: argparse.Namespace, log_fn=None, state_dir: Path | None = None):
+    """Train on the curated pool's pairs; returns the TrainResult and the pairs' keys."""
     from vlalign.align.trainer import train_alignment
     from vlalign.embed import resolve_device
 
@@ -186,18 +186,25 @@ def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path,
     device = resolve_device(settings["device"])
     negative_emb = None
     if settings["train"].get("hard_negatives"):
-        if not args.negative_embeddings:
+        if not getattr(args, "negative_embeddings", None):
             raise ValueError("hard_negatives is set but no --negative-embeddings were given")
         negative_emb = keyed_rows(args.negative_embeddings, keys)
+    result = train_alignment(image_emb, text_emb, settings["train"], log_fn=log_fn, device=device, state_dir=state_dir,
+                             negative_text_emb=negative_emb)  # fmt: skip
+    return result, keys, image_emb.shape[1], text_emb.shape[1]
+
+
+def _train_and_save(settings: dict, args: argparse.Namespace, run, out: Path,
+                    state_dir: Path | None = None) -> tuple[object, list[dict], int]:
+    from vlalign.align.checkpoint import save_checkpoint
 
     def log_fn(step: int, metrics: dict) -> None:
         run.log_metrics(metrics, step=step)
 
-    result = train_alignment(image_emb, text_emb, settings["train"], log_fn=log_fn, device=device, state_dir=state_dir,
-                             negative_text_emb=negative_emb)  # fmt: skip
+    result, keys, image_dim, text_dim = _fit(settings, args, log_fn, state_dir)
     if result.resumed_from_step is not None:
         run.log_metrics({"resumed_from_step": result.resumed_from_step})
-    extra = {"encoders": settings["encoders"], "image_dim": int(image_emb.shape[1]), "text_dim": int(text_emb.shape[1]),
+    extra = {"encoders": settings["encoders"], "image_dim": int(image_dim), "text_dim": int(text_dim),
              "train_pairs": len(keys), "pool_decisions": str(args.pool_decisions)}  # fmt: skip
     save_checkpoint(out, result.model, extra)
     pd.DataFrame(result.history).to_csv(out / "curves.csv", index=False)
@@ -213,6 +220,10 @@ def train(settings: dict, args: argparse.Namespace) -> None:
     # Beside the output, not in it: Snakemake deletes a job's outputs before re-running it, and a
     # re-run after a kill resumes from the training state kept here.
     state_dir = Path(args.out).parent / f".{Path(args.out).name}.state"
+    if int(os.environ.get("RANK", "0")) > 0:
+        # Under torchrun the other ranks lend their GPU to the steps; rank 0 tracks and writes everything.
+        _fit(settings, args, state_dir=state_dir)
+        return
     with _run("train", settings, run=args.run) as run:
         with atomic_dir(args.out) as tmp:
             _, history, _ = _train_and_save(settings, args, run, tmp, state_dir)

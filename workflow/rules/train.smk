@@ -17,8 +17,14 @@ rule train:
         settings=settings("train"),
         decisions=lambda wildcards, input: f"{input.pool}/decisions.parquet",
         negatives=lambda wildcards, input: input.negatives[0] if input.negatives else "",
+        # One process per GPU through torchrun (DDP) when a run has several; a validated integer.
+        launcher=(
+            "vlalign"
+            if config["train"]["gpus"] == 1
+            else f"torchrun --standalone --nproc_per_node {config['train']['gpus']} -m vlalign.cli"
+        ),
     resources:
-        gpu=1,
+        gpu=config["train"]["gpus"],
     log:
         "results/logs/train/{run}.log",
     benchmark:
@@ -26,7 +32,7 @@ rule train:
     conda:
         "../../envs/vlalign.yaml"
     shell:
-        "vlalign train --settings {params.settings:q} --run {wildcards.run:q}"
+        "{params.launcher} train --settings {params.settings:q} --run-name {wildcards.run:q}"
         " --image-embeddings {input.image:q} --text-embeddings {input.text:q}"
         " --pool-decisions {params.decisions:q} --negative-embeddings {params.negatives:q} --out {output:q}"
         " > {log:q} 2>&1"
