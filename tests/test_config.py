@@ -46,6 +46,14 @@ def test_demo_config_is_valid_and_defaults_are_filled(demo):
         (lambda c: c["sources"].update(web={"type": "url_list"}), "sources.web.path: required"),
         (lambda c: c["sources"].update(shards={"type": "webdataset"}), "sources.shards.urls: required"),
         (lambda c: c["evaluate"].update(templates=["no placeholder"]), "evaluate.templates.0"),
+        (lambda c: c["train"]["runs"].update(x={"multi_positive": True}), "train.runs.x.multi_positive: needs"),
+        (lambda c: c.update(captions={"extra": ["long caption"]}), "captions.extra.0"),
+        (lambda c: c.update(negatives={"rules": ["antonyms"]}), "negatives.rules.0"),
+        (lambda c: c["encoders"]["minilm_l6"].update(pooling="concat"), "encoders.minilm_l6: pooling"),
+        (lambda c: c["encoders"]["efficientnet_lite0"].update(spec="clip:vit"), "encoders.efficientnet_lite0: unknown"),
+        (lambda c: c.update(text_encoder="efficientnet_lite0"), "text_encoder: 'efficientnet_lite0' is not a text"),
+        (lambda c: c["embed"].update(parts=0), "embed.parts"),
+        (lambda c: c["train"].update(gpus=0), "train.gpus"),
     ],
 )
 def test_bad_config_is_refused_naming_the_key(demo, edit, message):

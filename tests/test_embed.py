@@ -169,3 +169,13 @@ def test_part_rows_cover_every_row_once():
             assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     with pytest.raises(ValueError, match="part 3 of 3"):
         part_rows(10, 3, 3)
+
+
+def test_extra_caption_set_embeds_the_samples_that_have_it(dataset, tmp_path):
+    summary = embed_texts(dataset[1], "all-minilm-l6-v2", {}, tmp_path / "category", batch_size=4, device="cpu",
+                          progress=False, caption_field="category")  # fmt: skip
+    store = open_embeddings(tmp_path / "category")
+    assert summary["count"] == 3 and store.keys == ["wide", "alpha", "tall"]  # "big" has category None
+    expected = create_encoder("all-minilm-l6-v2").encode(["shapes", "shapes", "objects"])
+    np.testing.assert_allclose(store.to_numpy(), expected, **FLOAT16)
+    assert store.meta["source"].endswith("#category")

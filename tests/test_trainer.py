@@ -320,3 +320,18 @@ def test_resident_batches_and_lazy_store_rows_train_identically(pairs, tmp_path)
     assert all(torch.equal(streamed[k], resident[k]) and torch.equal(streamed[k], lazy[k]) for k in streamed)
     missing = stores[1].rows([0, -1, 2])[np.arange(3)]
     assert np.isnan(missing[1]).all() and not np.isnan(missing[[0, 2]]).any()
+
+
+def test_multi_positive_pairs_without_an_extra_caption_use_their_main_one(pairs):
+    image, text = pairs
+    rng = np.random.default_rng(7)
+    extra = (text.astype(np.float32) + 0.3 * rng.standard_normal(text.shape).astype(np.float32)).astype(np.float16)
+    missing = extra.copy()
+    missing[::2] = np.nan
+    filled = np.where(np.isnan(missing), text, missing)
+    settings = {**FAST, "epochs": 2, "multi_positive": True}
+    a = train_alignment(image, text, settings, extra_text_emb=[missing]).model.state_dict()
+    b = train_alignment(image, text, settings, extra_text_emb=[filled]).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="multi_positive needs"):
+        train_alignment(image, text, settings)

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from vlalign.store.embeddings import open_embeddings
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -106,6 +108,9 @@ def tiny_config(deb_cache: Path) -> dict:
     config["curate"]["filters"]["balance"]["cap"] = 5
     config["train"]["defaults"].update(width_factor=1, target_dim=32, batch_size=16, epochs=3, lr=1e-3, val_fraction=0.25)
     config["train"]["runs"]["negatives"] = {"pool": "basic", "hard_negatives": True}
+    # Tux Paint samples carry their category in their metadata: a second caption set to train on.
+    config["captions"] = {"extra": ["category"]}
+    config["train"]["runs"]["multi"] = {"pool": "basic", "multi_positive": True}
     return config
 
 
@@ -120,7 +125,7 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     summary = (results / "report" / "summary.md").read_text()
     assert "probe:efficientnet_lite0__minilm_l6" in summary
     table = pd.read_csv(results / "report" / "summary.csv", index_col=0)
-    runs = {"raw", "basic", "aligned", "balanced", "negatives"}
+    runs = {"raw", "basic", "aligned", "balanced", "negatives", "multi"}
     assert set(table.index) == runs | {"probe:efficientnet_lite0__minilm_l6"}
     assert table["eval_tuxpaint.image_to_text_recall_at_1"].between(0, 1).all()
     assert "eval_fashion_mnist.zeroshot_top1_accuracy" in table.columns
@@ -141,8 +146,10 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("vlalign-test").experiment_id], max_results=1000)
     by_rule = pd.Series([r.data.tags["rule"] for r in runs]).value_counts().to_dict()
-    assert by_rule == {"download": 3, "measure": 1, "select": 4, "score": 1, "convert": 3, "embed": 7,
-                       "negatives": 1, "train": 5, "probe": 1, "evaluate": 5, "report": 1}  # fmt: skip
+    assert by_rule == {"download": 3, "measure": 1, "select": 4, "score": 1, "convert": 3, "embed": 8,
+                       "negatives": 1, "train": 6, "probe": 1, "evaluate": 6, "report": 1}  # fmt: skip
+    categories = open_embeddings(results / "embeddings" / "pool_captions" / "category" / "minilm_l6")
+    assert 0 < len(categories) < len(open_embeddings(results / "embeddings" / "pool" / "minilm_l6"))
     # The hard-negative run read the rule-made captions' embeddings.
     negatives = pd.read_parquet(results / "negatives" / "pool.parquet")
     assert len(negatives) > 0 and set(negatives["rule"]) <= {"swap_attributes", "swap_colour", "change_count",

@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", required=True, help="encoder alias (a key of `encoders`)")
     p.add_argument("--dataset", required=True, help="dataset name, for tracking")
     p.add_argument("--beton", help="the images (image encoders only)")
+    p.add_argument("--caption-field", help="embed this extra caption set of the samples' metadata instead")
     p.add_argument("--table", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--part", type=int, default=0, help="embed only this part of the rows (0-based)")
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
             # --run-name: torchrun's own parser takes "--run" for an abbreviation of its --run-path.
             p.add_argument("--run", "--run-name", dest="run", required=True, help="run name (a key of train.runs)")
             p.add_argument("--negative-embeddings", help="text embeddings of the hard-negative captions")
+            p.add_argument("--extra-text-embeddings", nargs="*", default=[],
+                           help="text embeddings of extra caption sets (multi-positive)")
         else:
             p.add_argument("--eval-image-embeddings", required=True)
             p.add_argument("--eval-text-embeddings", required=True)

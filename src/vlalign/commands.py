@@ -152,10 +152,11 @@ def embed(settings: dict, args: argparse.Namespace) -> None:
     with _run("embed", settings, dataset=args.dataset, encoder=args.encoder, **part) as run:
         if is_text_spec(encoder["spec"]):
             summary = embed_texts(args.table, encoder["spec"], options, args.out, batch_size=encoder["batch_size"],
-                                  device=settings["embed"]["device"], **scatter)  # fmt: skip
+                                  device=settings["embed"]["device"], caption_field=args.caption_field,
+                                  **scatter)  # fmt: skip
         else:
-            if not args.beton:
-                raise ValueError(f"encoder {args.encoder!r} embeds images: --beton is required")
+            if not args.beton or args.caption_field:
+                raise ValueError(f"encoder {args.encoder!r} embeds images: --beton is required, --caption-field not")
             summary = embed_images(args.beton, args.table, encoder["spec"], options, args.out,
                                    batch_size=encoder["batch_size"], num_workers=settings["embed"]["num_workers"],
                                    device=settings["embed"]["device"], **scatter)  # fmt: skip
@@ -189,8 +190,11 @@ def _fit(settings: dict, args: argparse.Namespace, log_fn=None, state_dir: Path 
         if not getattr(args, "negative_embeddings", None):
             raise ValueError("hard_negatives is set but no --negative-embeddings were given")
         negative_emb = keyed_rows(args.negative_embeddings, keys)
+    extra = []
+    if settings["train"].get("multi_positive"):
+        extra = [keyed_rows(folder, keys) for folder in getattr(args, "extra_text_embeddings", [])]
     result = train_alignment(image_emb, text_emb, settings["train"], log_fn=log_fn, device=device, state_dir=state_dir,
-                             negative_text_emb=negative_emb)  # fmt: skip
+                             negative_text_emb=negative_emb, extra_text_emb=extra)  # fmt: skip
     return result, keys, image_emb.shape[1], text_emb.shape[1]
 
 

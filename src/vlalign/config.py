@@ -96,6 +96,9 @@ def _check_references(config: dict) -> None:
         for name in names:
             if name not in curate["filters"]:
                 problems.append(f"curate.pools.{pool}: unknown filter {name!r} (filters: {sorted(curate['filters'])})")
+    for run in runs:
+        if train_settings(config, run)["multi_positive"] and not config["captions"]["extra"]:
+            problems.append(f"train.runs.{run}.multi_positive: needs caption sets under captions.extra")
     for key, pool in [(f"train.runs.{r}.pool", run_pool(config, r)) for r in runs] + [("probe.pool", config["probe"]["pool"])]:
         if pool not in pools:
             problems.append(f"{key}: {pool!r} is not defined under curate.pools ({sorted(pools)})")

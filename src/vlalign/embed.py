@@ -7,6 +7,7 @@ the store one pass would have written.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -144,14 +145,29 @@ def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, f
     return first_batch
 
 
+def _extra_captions(table_path, field: str) -> pd.DataFrame:
+    """(key, caption) of the samples whose metadata holds a non-empty text under `field`, in row order."""
+    table = _read_table(table_path, ["key", "meta_json"])
+    texts = [json.loads(meta).get(field) for meta in table["meta_json"]]
+    found = pd.DataFrame({"key": table["key"], "caption": texts})
+    found = found[[isinstance(t, str) and t.strip() != "" for t in texts]]
+    return found.reset_index(drop=True)
+
+
 def embed_texts(table_path, encoder_spec: str, encoder_options: dict | None, out_dir: str | os.PathLike,
                 batch_size: int = 256, device: str = "auto", progress: bool = True,
-                rows_per_part: int = 65536, part: int = 0, parts: int = 1) -> dict:
-    """Caption features of the table's rows (all, or part `part` of `parts`), keyed like the images."""
+                rows_per_part: int = 65536, part: int = 0, parts: int = 1, caption_field: str | None = None) -> dict:
+    """Caption features of the table's rows (all, or part `part` of `parts`), keyed like the images.
+
+    `caption_field` embeds an extra caption set instead: the text each sample's metadata holds under
+    that name (e.g. a URL list's `long_caption` column); samples without one are left out.
+    """
     started = time.perf_counter()
     encoder = create_encoder(encoder_spec, device=resolve_device(device, part), **(encoder_options or {}))
-    table = _read_table(table_path, ["key", "caption"])
-    writer, start, stop = _open_writer(out_dir, encoder, table_path, table_path, len(table), part, parts,
+    table = _read_table(table_path, ["key", "caption"]) if caption_field is None else _extra_captions(
+        table_path, caption_field)
+    source = table_path if caption_field is None else f"{table_path}#{caption_field}"
+    writer, start, stop = _open_writer(out_dir, encoder, source, table_path, len(table), part, parts,
                                        rows_per_part)  # fmt: skip
     done = writer.rows_done
     bar = Progress(f"embed {encoder.spec}", total=stop - start, unit="texts", enabled=progress, initial=done)

@@ -29,6 +29,8 @@ wildcard_constraints:
     run="|".join(RUNS),
     pool="|".join(POOLS),
     part=r"\d+",
+    # Never matches when no extra caption sets are configured.
+    field="|".join(config["captions"]["extra"]) or "(?!)",
 
 
 def settings(stage):
@@ -74,6 +76,11 @@ def curated_pool(pool):
 
 def embeddings(dataset, encoder):
     return f"results/embeddings/{dataset}/{encoder}"
+
+
+def extra_caption_embeddings(field, encoder):
+    """Text embeddings of one extra caption set (captions.extra) of the pool."""
+    return f"results/embeddings/pool_captions/{field}/{encoder}"
 
 
 def negative_embeddings(encoder):

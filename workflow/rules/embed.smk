@@ -64,3 +64,23 @@ else:
             "../../envs/vlalign.yaml"
         shell:
             "vlalign gather-embeddings --parts {input.parts:q} --out {output:q} > {log:q} 2>&1"
+
+
+rule embed_extra_captions:
+    input:
+        "results/beton/pool.parquet",
+    output:
+        directory(extra_caption_embeddings("{field}", "{encoder}")),
+    params:
+        settings=settings("embed"),
+    resources:
+        gpu=1,
+    log:
+        "results/logs/embed/pool_captions/{field}/{encoder}.log",
+    benchmark:
+        "results/benchmarks/embed/pool_captions/{field}/{encoder}.tsv"
+    conda:
+        "../../envs/vlalign.yaml"
+    shell:
+        "vlalign embed --settings {params.settings:q} --encoder {wildcards.encoder:q} --dataset pool"
+        " --caption-field {wildcards.field:q} --table {input:q} --out {output:q} > {log:q} 2>&1"

@@ -6,6 +6,11 @@ rule train:
         negatives=lambda wildcards: (
             [negative_embeddings(TEXT_ENCODER)] if train_settings(config, wildcards.run)["hard_negatives"] else []
         ),
+        extra=lambda wildcards: (
+            [extra_caption_embeddings(f, TEXT_ENCODER) for f in config["captions"]["extra"]]
+            if train_settings(config, wildcards.run)["multi_positive"]
+            else []
+        ),
     output:
         report(
             directory("results/train/{run}"),
@@ -34,5 +39,6 @@ rule train:
     shell:
         "{params.launcher} train --settings {params.settings:q} --run-name {wildcards.run:q}"
         " --image-embeddings {input.image:q} --text-embeddings {input.text:q}"
-        " --pool-decisions {params.decisions:q} --negative-embeddings {params.negatives:q} --out {output:q}"
+        " --pool-decisions {params.decisions:q} --negative-embeddings {params.negatives:q}"
+        " --extra-text-embeddings {input.extra:q} --out {output:q}"
         " > {log:q} 2>&1"

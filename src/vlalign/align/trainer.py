@@ -49,6 +49,7 @@ DEFAULT_SETTINGS = {
     "grad_clip": None,
     "loss_chunk_size": None,
     "hard_negatives": False,
+    "multi_positive": False,
     "val_fraction": 0.0,
     "checkpoint_every": None,
 }
@@ -170,6 +171,8 @@ class _Batches:
         if self.has_negatives:
             negatives = extra.pop()
             negatives = negatives[~torch.isnan(negatives[:, 0])]  # NaN rows: no rule applied to that caption
+        # A pair without a caption in an extra set (a NaN row) takes its main caption there.
+        extra = [torch.where(torch.isnan(e[:, :1]), txt, e) for e in extra]
         return img, txt, extra, negatives
 
 
@@ -231,6 +234,9 @@ def train_alignment(
 ) -> TrainResult:
     """Train an AlignmentModel so that image_emb[i] and text_emb[i] (and extra_text_emb[k][i]) align.
 
+    Each extra caption set adds its own B×B block to the loss (SAIL's multi-positive); a NaN row in
+    one means the pair has no caption in that set and its main caption stands in.
+
     With `hard_negatives` set, negative_text_emb[i] is a hard-negative caption of pair i (a NaN row
     where it has none); each batch's negatives join the loss (see `vlalign.align.losses`).
     The arrays may be np.memmap or lazy `StoreRows`: only batches are read. `resident` (default:
@@ -250,6 +256,8 @@ def train_alignment(
     n = len(image_emb)
     if len(text_emb) != n or any(len(e) != n for e in extra_text_emb):
         raise ValueError("image, text and extra text embeddings must have one row per pair")
+    if cfg["multi_positive"] and not extra_text_emb:
+        raise ValueError("multi_positive needs extra caption embeddings (captions.extra)")
     if cfg["hard_negatives"] != (negative_text_emb is not None):
         raise ValueError("hard_negatives needs negative caption embeddings, and they are only used with it")
     if negative_text_emb is not None and negative_text_emb.shape != text_emb.shape:
