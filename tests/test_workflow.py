@@ -149,7 +149,8 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     assert by_rule == {"download": 3, "measure": 1, "select": 4, "score": 1, "convert": 3, "embed": 8,
                        "negatives": 1, "train": 6, "probe": 1, "evaluate": 6, "report": 1}  # fmt: skip
     categories = open_embeddings(results / "embeddings" / "pool_captions" / "category" / "minilm_l6")
-    assert 0 < len(categories) < len(open_embeddings(results / "embeddings" / "pool" / "minilm_l6"))
+    assert categories.meta["source"].endswith("#category")
+    assert 0 < len(categories) and set(categories.keys) <= set(open_embeddings(results / "embeddings/pool/minilm_l6").keys)
     # The hard-negative run read the rule-made captions' embeddings.
     negatives = pd.read_parquet(results / "negatives" / "pool.parquet")
     assert len(negatives) > 0 and set(negatives["rule"]) <= {"swap_attributes", "swap_colour", "change_count",

@@ -21,7 +21,8 @@ rule train:
     params:
         settings=settings("train"),
         decisions=lambda wildcards, input: f"{input.pool}/decisions.parquet",
-        negatives=lambda wildcards, input: input.negatives[0] if input.negatives else "",
+        # Flag and path as one list: quoted word by word, and nothing at all without negatives.
+        negatives=lambda wildcards, input: ["--negative-embeddings", *input.negatives] if input.negatives else [],
         # One process per GPU through torchrun (DDP) when a run has several; a validated integer.
         launcher=(
             "vlalign"
@@ -39,6 +40,6 @@ rule train:
     shell:
         "{params.launcher} train --settings {params.settings:q} --run-name {wildcards.run:q}"
         " --image-embeddings {input.image:q} --text-embeddings {input.text:q}"
-        " --pool-decisions {params.decisions:q} --negative-embeddings {params.negatives:q}"
+        " --pool-decisions {params.decisions:q} {params.negatives:q}"
         " --extra-text-embeddings {input.extra:q} --out {output:q}"
         " > {log:q} 2>&1"
