@@ -112,3 +112,17 @@ def deb_cache(demo_debs, tmp_path) -> Path:
     target = tmp_path / "debs"
     shutil.copytree(demo_debs, target)
     return target
+
+
+@pytest.fixture
+def server(request, monkeypatch):
+    """The local image server of `vlalign.testing` on 127.0.0.1; a test module may set
+    SERVER_MAX_BYTES_HINT for the size of its oversized bodies."""
+    from vlalign.testing import ImageServer
+
+    # A proxy from the environment must not carry requests meant for this machine's loopback.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    srv = ImageServer(max_bytes_hint=getattr(request.module, "SERVER_MAX_BYTES_HINT", 50_000)).start()
+    yield srv
+    srv.stop()

@@ -5,9 +5,16 @@ from __future__ import annotations
 import copy
 
 from vlalign.config import load_schema
+from vlalign.data.shards import iter_samples, shard_paths
 
 
 def source_config(type_: str, **overrides) -> dict:
     keys = load_schema()["properties"]["sources"]["additionalProperties"]["properties"]
     defaults = {key: copy.deepcopy(spec["default"]) for key, spec in keys.items() if "default" in spec}
     return {**defaults, "type": type_, **overrides}
+
+
+def shard_contents(out) -> dict:
+    """Every sample of a download's train and eval shards, in order: what two runs must agree on."""
+    return {split: [(s.key, s.image, s.caption, s.meta) for s in iter_samples(shard_paths(out / split))]
+            for split in ("train", "eval") if (out / split).exists()}  # fmt: skip

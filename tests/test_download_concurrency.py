@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
-from source_config import source_config
+from source_config import shard_contents, source_config
 
-from vlalign.data.shards import iter_samples, shard_paths
 from vlalign.download import run_download
-from vlalign.testing import ImageServer
 
 THREADS = 4
 CHUNK = 20
 SLOW = "/jpg/r0"
 
 
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    srv = ImageServer().start()
-    yield srv
-    srv.stop()
 
-
-def contents(out) -> dict:
-    return {split: [(s.key, s.image, s.caption, s.meta) for s in iter_samples(shard_paths(out / split))]
-            for split in ("train", "eval") if (out / split).exists()}  # fmt: skip
 
 
 def test_fast_urls_are_fetched_while_a_slow_one_is_in_flight(server, tmp_path):
@@ -48,4 +34,4 @@ def test_fast_urls_are_fetched_while_a_slow_one_is_in_flight(server, tmp_path):
     assert sorted(server.completed) == sorted([SLOW, *paths])
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "slow" / "manifest.parquet"),
                                   pd.read_parquet(tmp_path / "fast" / "manifest.parquet"))  # fmt: skip
-    assert contents(tmp_path / "slow") == contents(tmp_path / "fast")
+    assert shard_contents(tmp_path / "slow") == shard_contents(tmp_path / "fast")

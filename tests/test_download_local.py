@@ -17,7 +17,7 @@ from vlalign.data.images import inspect_image
 from vlalign.data.shards import iter_samples, shard_paths
 from vlalign.data.webdataset_source import expand_urls
 from vlalign.download import run_download
-from vlalign.testing import ImageServer, image_bytes
+from vlalign.testing import image_bytes
 
 
 def all_samples(out: Path) -> list:
@@ -92,12 +92,6 @@ def good(i: int) -> dict[str, bytes]:
             "json": json.dumps({"license": "cc0", "width": 1}).encode()}  # fmt: skip
 
 
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    srv = ImageServer().start()
-    yield srv
-    srv.stop()
 
 
 def test_webdataset_source(tmp_path, server):

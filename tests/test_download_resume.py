@@ -12,23 +12,15 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from source_config import source_config
+from source_config import shard_contents, source_config
 
 from vlalign.data import url_download
-from vlalign.data.shards import iter_samples, shard_paths
 from vlalign.download import run_download
 from vlalign.testing import ImageServer
 
 CHUNK = 3
 
 
-@pytest.fixture
-def server(monkeypatch):
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    srv = ImageServer().start()
-    yield srv
-    srv.stop()
 
 
 def write_list(server: ImageServer, path: Path, n: int = 20, query: str = "") -> list[str]:
@@ -37,10 +29,6 @@ def write_list(server: ImageServer, path: Path, n: int = 20, query: str = "") ->
                   "rank": list(range(n))}).to_parquet(path)  # fmt: skip
     return paths
 
-
-def contents(out: Path) -> dict:
-    return {split: [(s.key, s.image, s.caption, s.meta) for s in iter_samples(shard_paths(out / split))]
-            for split in ("train", "eval") if (out / split).exists()}  # fmt: skip
 
 
 def finished_chunk_paths(work: Path, paths: list[str]) -> list[str]:
@@ -88,7 +76,7 @@ def test_resume_after_a_crash_and_a_cut_shard(server, tmp_path, monkeypatch):
             assert server.hits[path] >= 1, (i, path)
     manifest = pd.read_parquet(out / "manifest.parquet")
     pd.testing.assert_frame_equal(manifest, whole)
-    assert contents(out) == contents(tmp_path / "whole")
+    assert shard_contents(out) == shard_contents(tmp_path / "whole")
     assert summary["items"] == 20 and summary["ok"] == 16 and summary["error.http_404"] == 4
     assert not work.exists()
 
@@ -135,4 +123,4 @@ def test_resume_after_the_process_is_killed(server, tmp_path):
     run_download("web", {**source, "threads": 4}, tmp_path / "whole", None, 2)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "manifest.parquet"),
                                   pd.read_parquet(tmp_path / "whole" / "manifest.parquet"))  # fmt: skip
-    assert contents(out) == contents(tmp_path / "whole")
+    assert shard_contents(out) == shard_contents(tmp_path / "whole")

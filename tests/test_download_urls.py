@@ -14,6 +14,7 @@ from vlalign.download import run_download
 from vlalign.testing import ImageServer
 
 MAX_BYTES = 50_000
+SERVER_MAX_BYTES_HINT = MAX_BYTES  # read by the conftest `server` fixture
 
 # path on the test server (or a full URL) -> the error class its row must carry (None: ok)
 EXPECTED = {
@@ -42,14 +43,6 @@ EXPECTED = {
 }
 
 
-@pytest.fixture
-def server(monkeypatch):
-    # A proxy from the environment must not carry requests meant for this machine's loopback.
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    srv = ImageServer(max_bytes_hint=MAX_BYTES).start()
-    yield srv
-    srv.stop()
 
 
 def url_table(server: ImageServer) -> pd.DataFrame:
