@@ -38,3 +38,12 @@ def test_project_normalises_and_keeps_none():
     z_img, z_txt = project(model, features, None)
     assert z_txt is None and z_img.shape == (3, 4)
     np.testing.assert_allclose(np.linalg.norm(z_img, axis=1), 1, rtol=1e-5)
+
+
+def test_imagenet80_templates_expand_in_place():
+    from vlalign.evaluate.run import class_prompts, expand_templates
+
+    templates = expand_templates(["a clip art of a {}.", "imagenet80"])
+    assert len(templates) == 81 == len(set(templates)) and templates[0] == "a clip art of a {}."
+    assert all("{}" in t for t in templates) and "itap of a {}." in templates
+    assert class_prompts(["cat"], templates[:2]) == ["a clip art of a cat.", "a bad photo of a cat."]

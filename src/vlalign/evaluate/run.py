@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,12 @@ import pandas as pd
 def eval_dataset(source: str) -> str:
     """Name of a source's eval split as a dataset (beton, table and embeddings use it)."""
     return f"eval_{source}"
+
+
+def expand_templates(templates: list[str]) -> list[str]:
+    """The configured templates with the entry `imagenet80` replaced by CLIP's 80 ImageNet templates."""
+    shipped = (resources.files("vlalign.evaluate") / "imagenet_templates.txt").read_text().splitlines()
+    return [t for entry in templates for t in (shipped if entry == "imagenet80" else [entry])]
 
 
 def class_prompts(classnames: list[str], templates: list[str]) -> list[str]:
@@ -68,7 +75,7 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dic
             classnames = sorted(categories.unique())
             labels = categories.map({name: i for i, name in enumerate(classnames)}).to_numpy()
             z_img, _ = project(model, image_emb, None)
-            class_emb = class_embeddings(model, text_encoder, classnames, ev["templates"])
+            class_emb = class_embeddings(model, text_encoder, classnames, expand_templates(ev["templates"]))
             found = zeroshot_accuracy(z_img, labels, class_emb)
             metrics.update({f"{dataset}.zeroshot_{k}": v for k, v in found.items()})
             metrics[f"{dataset}.zeroshot_chance"] = 1.0 / len(classnames)
