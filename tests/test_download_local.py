@@ -131,6 +131,50 @@ def test_webdataset_source(tmp_path, server):
     assert any(s.meta["origin"].startswith("http://127.0.0.1") for s in samples)
 
 
+def test_image_folder_classification_set(tmp_path):
+    """ImageNet-style: class folders named by id, no caption files; names from a class-name file."""
+    root = tmp_path / "val"
+    put(root / "n002/x.jpg", image_bytes("JPEG")), put(root / "n001/y.png", image_bytes("PNG"))
+    put(root / "n001/z.png", image_bytes("PNG", colour=(0, 9, 0))), put(root / "n001/z.txt", "a tench in a net")
+    put(tmp_path / "map.txt", "n001\ttench\nn002\tgoldfish\n")
+    put(tmp_path / "names.txt", "tench\ngoldfish\n")  # the same, in sorted folder order
+    for names in ("map.txt", "names.txt"):
+        source = source_config("folder", path=str(root), classnames=str(tmp_path / names),
+                               caption_template="a photo of a {}.", eval_fraction=1.0)  # fmt: skip
+        out = tmp_path / f"out-{names}"
+        assert run_download("val", source, out, None, 10)["ok"] == 3
+        samples = {s.meta["origin"]: (s.caption, s.meta["category"]) for s in all_samples(out)}
+        assert samples == {"n002/x.jpg": ("a photo of a goldfish.", "goldfish"),
+                           "n001/y.png": ("a photo of a tench.", "tench"),
+                           "n001/z.png": ("a tench in a net", "tench")}  # fmt: skip
+    put(tmp_path / "short.txt", "tench\n")
+    with pytest.raises(ValueError, match="sources.val.classnames: 1 names for 2 class folders"):
+        run_download("val", source_config("folder", path=str(root), classnames=str(tmp_path / "short.txt")),
+                     tmp_path / "bad", None, 10)  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="sources.val.classnames"):
+        run_download("val", source_config("folder", path=str(root), classnames=str(tmp_path / "missing.txt")),
+                     tmp_path / "bad", None, 10)  # fmt: skip
+
+
+def test_clip_benchmark_webdataset_classification_set(tmp_path):
+    """clip_benchmark's layout: `cls` label members, names from classnames.txt, captions from the template."""
+    data = tmp_path / "wds"
+    put(data / "shard-000000.tar", shard({
+        "s0": {"webp": image_bytes("WEBP"), "cls": b"1"},
+        "s1": {"jpg": image_bytes("JPEG"), "cls": b"0"},
+        "s2": {"jpg": image_bytes("JPEG"), "cls": b"7"},  # no such class
+    }))  # fmt: skip
+    put(tmp_path / "classnames.txt", "cat\ndog\n")
+    source = source_config("webdataset", urls=[str(data / "shard-000000.tar")], eval_fraction=1.0,
+                           classnames=str(tmp_path / "classnames.txt"), caption_template="a photo of a {}.")  # fmt: skip
+    summary = run_download("cb", source, tmp_path / "out", None, 10)
+    assert (summary["ok"], summary["failed"]) == (2, 1)
+    manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert manifest.loc[manifest.error.notna(), "error"].tolist() == ["bad_label"]
+    samples = sorted((s.caption, s.meta["category"]) for s in all_samples(tmp_path / "out"))
+    assert samples == [("a photo of a cat.", "cat"), ("a photo of a dog.", "dog")]
+
+
 def test_webdataset_glob_that_matches_nothing_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="no shard matches"):
         run_download("wds", source_config("webdataset", urls=[str(tmp_path / "*.tar")]), tmp_path / "o", None, 10)

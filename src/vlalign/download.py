@@ -21,7 +21,7 @@ from vlalign.data.images import inspect_image
 from vlalign.data.manifest import manifest_frame, manifest_row
 from vlalign.parallel import thread_map
 from vlalign.data.shards import Sample, ShardWriter
-from vlalign.data.sources import DEBIAN_SOURCES, SourceItem, hash_fraction, split_of
+from vlalign.data.sources import DEBIAN_SOURCES, SourceItem, hash_fraction, load_classnames, split_of
 from vlalign.data.url_download import UrlListDownload
 from vlalign.data.webdataset_source import webdataset_items
 from vlalign.io import atomic_dir, atomic_path
@@ -132,8 +132,15 @@ def _checks(source: dict) -> Checks:
                   threads=source["threads"])  # fmt: skip
 
 
+def _classnames(name: str, source: dict):
+    if source.get("classnames") is None:
+        return None
+    return load_classnames(source["classnames"], f"sources.{name}.classnames")
+
+
 def download_folder(name: str, source: dict, out_dir: Path, samples_per_shard: int) -> pd.DataFrame:
-    items = list(folder_items(source["path"], name))  # paths only: cheap to hold for the subset
+    # Paths only: cheap to hold for the subset.
+    items = list(folder_items(source["path"], name, _classnames(name, source), source["caption_template"]))
     selected = select_items(items, source.get("max_items"), source.get("per_class"))
     return write_items(name, items, source, out_dir, samples_per_shard, _checks(source), selected,
                        f"folder {Path(source['path']).resolve()}", total=len(items))  # fmt: skip
@@ -143,7 +150,8 @@ def download_webdataset(name: str, source: dict, out_dir: Path, samples_per_shar
     if source.get("max_items") is not None or source.get("per_class") is not None:
         # A deterministic subset needs every key first; shards are read once, as a stream.
         raise ValueError(f"sources.{name}: max_items and per_class are not supported for webdataset sources")
-    items = webdataset_items(source["urls"], name, source["max_bytes"])
+    items = webdataset_items(source["urls"], name, source["max_bytes"], _classnames(name, source),
+                             source["caption_template"])  # fmt: skip
     return write_items(name, items, source, out_dir, samples_per_shard, _checks(source), None,
                        "webdataset " + " ".join(source["urls"]))  # fmt: skip
 

@@ -8,24 +8,38 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from vlalign.data.sources import SourceItem, safe_key
+from vlalign.data.sources import SourceItem, class_caption, safe_key
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
-def folder_items(root: str | Path, name: str) -> Iterator[SourceItem]:
-    """Every image file under `root` (recursive, sorted; hidden files and folders left out)."""
+def folder_items(root: str | Path, name: str, classnames: list[str] | dict[str, str] | None = None,
+                 caption_template: str | None = None) -> Iterator[SourceItem]:
+    """Every image file under `root` (recursive, sorted; hidden files and folders left out).
+
+    An ImageNet-style classification set (`n01440764/x.jpg`, no caption files): `classnames`
+    names each top folder (a mapping, or a list in sorted folder order) and `caption_template`
+    makes the caption of an image without a caption file from its class name.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"sources.{name}.path: {root} is not a folder")
-    for path in sorted(root.rglob("*")):
+    paths = [p for p in sorted(root.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(root).parts)]  # fmt: skip
+    folders = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
+    if isinstance(classnames, list):
+        if len(classnames) != len(folders):
+            raise ValueError(f"sources.{name}.classnames: {len(classnames)} names for {len(folders)} class folders")
+        classnames = dict(zip(folders, classnames))
+    for path in paths:
         rel = path.relative_to(root)
-        if path.suffix.lower() not in IMAGE_SUFFIXES or any(p.startswith(".") for p in rel.parts) or not path.is_file():
-            continue
         category = rel.parts[0] if len(rel.parts) > 1 else None
+        if category is not None and classnames is not None:
+            category = classnames.get(category, category)
         item = SourceItem(key=safe_key(f"{name}_{rel.as_posix()}"), origin=rel.as_posix(), category=category, path=path)
         caption_file = path.with_suffix(".txt")
         caption = caption_file.read_text(encoding="utf-8", errors="replace").strip() if caption_file.is_file() else ""
+        caption = caption or class_caption(caption_template, category)
         if caption:
             item.caption = caption
         else:

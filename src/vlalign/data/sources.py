@@ -36,6 +36,23 @@ class SourceItem:
     detail: str | None = None  # what exactly went wrong, beside the error class
 
 
+def load_classnames(path: str | Path, key: str) -> list[str] | dict[str, str]:
+    """A class-name file: `id<TAB>name` lines map folder names or label ids to names (ImageNet's
+    wnids); plain lines list the names in label order (clip_benchmark's classnames.txt)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: {path} is not a file")
+    lines = [line.strip("\n") for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if lines and all("\t" in line for line in lines):
+        return dict(line.split("\t", 1) for line in lines)
+    return [line.strip() for line in lines]
+
+
+def class_caption(template: str | None, classname: str | None) -> str:
+    """The caption of a classification item that has none: the template with its class name, or ""."""
+    return template.replace("{}", classname) if template and classname else ""
+
+
 def safe_key(text: str) -> str:
     """A webdataset key: no dots or slashes, stable for the same text, distinct for distinct texts.
 

@@ -18,7 +18,7 @@ import fsspec
 from braceexpand import braceexpand
 from fsspec.implementations.local import LocalFileSystem
 
-from vlalign.data.sources import SourceItem, safe_key
+from vlalign.data.sources import SourceItem, class_caption, safe_key
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 # webdataset's convention: the key is the member path up to the first dot of its file name.
@@ -77,13 +77,29 @@ def _metadata(group: dict[str, bytes]) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
-def _item(name: str, url: str, shard: str, member_key: str, group: dict[str, bytes],
-          oversized: list[str]) -> SourceItem:  # fmt: skip
+def _class_of(group: dict[str, bytes], classnames: list[str] | dict[str, str] | None) -> tuple[str | None, str | None]:
+    """(class name, problem) from a clip_benchmark `cls` member (the label index) and the class names."""
+    if "cls" not in group or classnames is None:
+        return None, None
+    label = group["cls"].decode("utf-8", errors="replace").strip()
+    names = classnames if isinstance(classnames, dict) else dict(enumerate(classnames))
+    index = int(label) if label.isdigit() else label
+    if index not in names:
+        return None, f"cls {label!r} is not among the {len(names)} class names"
+    return names[index], None
+
+
+def _item(name: str, url: str, shard: str, member_key: str, group: dict[str, bytes], oversized: list[str],
+          classnames=None, caption_template: str | None = None) -> SourceItem:  # fmt: skip
     item = SourceItem(key=safe_key(f"{name}_{shard}_{member_key}"), origin=f"{url}#{member_key}")
     image_ext = next((ext for ext in IMAGE_EXTS if ext in group), None)
-    caption = group.get("txt", b"").decode("utf-8", errors="replace").strip()
+    classname, class_problem = _class_of(group, classnames)
+    caption = group.get("txt", b"").decode("utf-8", errors="replace").strip() or class_caption(
+        caption_template, classname)
     meta = _metadata(group)
-    if oversized:
+    if class_problem:
+        item.error, item.detail = "bad_label", class_problem
+    elif oversized:
         item.error, item.detail = "too_large_bytes", ", ".join(oversized)
     elif image_ext is None:
         item.error, item.detail = "no_image", f"members: {sorted(group)}"
@@ -93,18 +109,21 @@ def _item(name: str, url: str, shard: str, member_key: str, group: dict[str, byt
         item.error, item.detail = "bad_metadata", f"json is not an object: {group['json'][:100]!r}"
     else:
         item.caption, item.image, item.image_ext, item.meta = caption, group[image_ext], image_ext, meta
-        item.category = meta.get("category") if isinstance(meta.get("category"), str) else None
+        item.category = classname or (meta.get("category") if isinstance(meta.get("category"), str) else None)
     return item
 
 
-def webdataset_items(urls: list[str], name: str, max_bytes: int) -> Iterator[SourceItem]:
+def webdataset_items(urls: list[str], name: str, max_bytes: int, classnames=None,
+                     caption_template: str | None = None) -> Iterator[SourceItem]:
+    """The samples of the shards; with `classnames`, a clip_benchmark classification set: each
+    sample's `cls` label names its category, and `caption_template` captions samples without `txt`."""
     seen: set[str] = set()
     for url in expand_urls(urls):
         shard = urlsplit(url).path.rsplit("/", 1)[-1].split(".")[0]
         try:
             with fsspec.open(url, "rb") as stream:
                 for member_key, group, oversized in _groups(stream, max_bytes):
-                    item = _item(name, url, shard, member_key, group, oversized)
+                    item = _item(name, url, shard, member_key, group, oversized, classnames, caption_template)
                     if item.key in seen:
                         item = SourceItem(key=item.key, origin=item.origin, error="duplicate_key",
                                           detail="an earlier shard of this source has the same key")  # fmt: skip
