@@ -165,8 +165,9 @@ def test_clip_benchmark_webdataset_classification_set(tmp_path):
         "s2": {"jpg": image_bytes("JPEG"), "cls": b"7"},  # no such class
     }))  # fmt: skip
     put(tmp_path / "classnames.txt", "cat\ndog\n")
+    names = str(tmp_path / "classnames.txt")
     source = source_config("webdataset", urls=[str(data / "shard-000000.tar")], eval_fraction=1.0,
-                           classnames=str(tmp_path / "classnames.txt"), caption_template="a photo of a {}.")  # fmt: skip
+                           classnames=names, caption_template="a photo of a {}.")  # fmt: skip
     summary = run_download("cb", source, tmp_path / "out", None, 10)
     assert (summary["ok"], summary["failed"]) == (2, 1)
     manifest = pd.read_parquet(tmp_path / "out" / "manifest.parquet")
