@@ -176,6 +176,17 @@ def test_clip_benchmark_webdataset_classification_set(tmp_path):
     assert samples == [("a photo of a cat.", "cat"), ("a photo of a dog.", "dog")]
 
 
+def test_several_captions_a_line_each(tmp_path):
+    """A retrieval set's txt lists an image's captions a line each (clip_benchmark's COCO/Flickr layout)."""
+    data = tmp_path / "wds"
+    put(data / "shard-000000.tar", shard({"a": {"jpg": image_bytes("JPEG"), "txt": b"a dog\n\n a puppy \nthe dog"},
+                                          "b": {"jpg": image_bytes("JPEG"), "txt": b"a cat\n"}}))  # fmt: skip
+    run_download("coco", source_config("webdataset", urls=[str(data / "shard-000000.tar")]), tmp_path / "out", None, 9)
+    samples = {s.meta["origin"].rsplit("#", 1)[1]: s for s in all_samples(tmp_path / "out")}
+    assert samples["a"].caption == "a dog" and samples["a"].meta["captions"] == ["a dog", "a puppy", "the dog"]
+    assert samples["b"].caption == "a cat" and "captions" not in samples["b"].meta
+
+
 def test_webdataset_glob_that_matches_nothing_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="no shard matches"):
         run_download("wds", source_config("webdataset", urls=[str(tmp_path / "*.tar")]), tmp_path / "o", None, 10)

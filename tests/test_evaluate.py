@@ -47,3 +47,18 @@ def test_imagenet80_templates_expand_in_place():
     assert len(templates) == 81 == len(set(templates)) and templates[0] == "a clip art of a {}."
     assert all("{}" in t for t in templates) and "itap of a {}." in templates
     assert class_prompts(["cat"], templates[:2]) == ["a clip art of a cat.", "a bad photo of a cat."]
+
+
+def test_caption_sets_list_every_caption_with_its_image():
+    import json
+
+    import pandas as pd
+
+    from vlalign.evaluate.run import caption_sets
+
+    metas = [{"captions": ["a dog", "a puppy", "a brown dog"]}, {}, {"captions": ["a cow"]}]
+    table = pd.DataFrame({"caption": ["a dog", "a cat", "a cow"], "meta_json": [json.dumps(m) for m in metas]})
+    texts, owners = caption_sets(table)
+    assert texts == ["a dog", "a puppy", "a brown dog", "a cat", "a cow"]
+    assert owners.tolist() == [0, 0, 0, 1, 2]
+    assert caption_sets(table.iloc[1:]) is None  # one caption each: the stored embeddings serve

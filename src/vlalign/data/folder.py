@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from vlalign.data.sources import SourceItem, class_caption, safe_key
+from vlalign.data.sources import SourceItem, caption_lines, class_caption, safe_key
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
@@ -38,8 +38,11 @@ def folder_items(root: str | Path, name: str, classnames: list[str] | dict[str, 
             category = classnames.get(category, category)
         item = SourceItem(key=safe_key(f"{name}_{rel.as_posix()}"), origin=rel.as_posix(), category=category, path=path)
         caption_file = path.with_suffix(".txt")
-        caption = caption_file.read_text(encoding="utf-8", errors="replace").strip() if caption_file.is_file() else ""
-        caption = caption or class_caption(caption_template, category)
+        text = caption_file.read_text(encoding="utf-8", errors="replace") if caption_file.is_file() else ""
+        captions = caption_lines(text)
+        if len(captions) > 1:  # one caption a line: the first is the sample's caption
+            item.meta["captions"] = captions
+        caption = captions[0] if captions else class_caption(caption_template, category)
         if caption:
             item.caption = caption
         else:

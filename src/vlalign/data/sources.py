@@ -48,6 +48,12 @@ def load_classnames(path: str | Path, key: str) -> list[str] | dict[str, str]:
     return [line.strip() for line in lines]
 
 
+def caption_lines(text: str) -> list[str]:
+    """The captions of a caption text: one per non-empty line (a retrieval set's `txt` lists an image's
+    captions a line each, as clip_benchmark's COCO/Flickr webdatasets do)."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def class_caption(template: str | None, classname: str | None) -> str:
     """The caption of a classification item that has none: the template with its class name, or ""."""
     return template.replace("{}", classname) if template and classname else ""

@@ -18,7 +18,7 @@ import fsspec
 from braceexpand import braceexpand
 from fsspec.implementations.local import LocalFileSystem
 
-from vlalign.data.sources import SourceItem, class_caption, safe_key
+from vlalign.data.sources import SourceItem, caption_lines, class_caption, safe_key
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 # webdataset's convention: the key is the member path up to the first dot of its file name.
@@ -94,9 +94,11 @@ def _item(name: str, url: str, shard: str, member_key: str, group: dict[str, byt
     item = SourceItem(key=safe_key(f"{name}_{shard}_{member_key}"), origin=f"{url}#{member_key}")
     image_ext = next((ext for ext in IMAGE_EXTS if ext in group), None)
     classname, class_problem = _class_of(group, classnames)
-    caption = group.get("txt", b"").decode("utf-8", errors="replace").strip() or class_caption(
-        caption_template, classname)
+    captions = caption_lines(group.get("txt", b"").decode("utf-8", errors="replace"))
+    caption = captions[0] if captions else class_caption(caption_template, classname)
     meta = _metadata(group)
+    if meta is not None and len(captions) > 1:
+        meta = {"captions": captions, **meta}  # several captions: the first is the sample's caption
     if class_problem:
         item.error, item.detail = "bad_label", class_problem
     elif oversized:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -33,6 +35,21 @@ def class_embeddings(model, text_encoder, classnames: list[str], templates: list
     return per_class / np.linalg.norm(per_class, axis=1, keepdims=True)
 
 
+def caption_sets(table: pd.DataFrame) -> tuple[list[str], np.ndarray] | None:
+    """Every caption of a retrieval set whose samples list several (`captions` in their metadata, as
+    COCO/Flickr30k Karpathy splits have five), with the row of the image each describes; None when
+    every sample has just its own caption."""
+    lists = [json.loads(meta).get("captions") for meta in table["meta_json"]]
+    if not any(isinstance(c, list) and len(c) > 1 for c in lists):
+        return None
+    texts, owners = [], []
+    for row, (caption, captions) in enumerate(zip(table["caption"], lists)):
+        captions = captions if isinstance(captions, list) and captions else [caption]
+        texts += [str(c) for c in captions]
+        owners += [row] * len(captions)
+    return texts, np.asarray(owners, dtype=np.int64)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dict) -> dict:
     """Metrics named `{dataset}.{metric}` for every retrieval and zero-shot set in `settings["evaluate"]`."""
     from vlalign.align.checkpoint import load_checkpoint
@@ -53,17 +70,27 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dic
         base = results_dir / "embeddings" / dataset
         return paired_embeddings(str(base / towers["image"]["alias"]), str(base / towers["text"]["alias"]))
 
+    @functools.cache
+    def text_encoder():
+        text = towers["text"]
+        # The caption embeddings' own options (precision included), so prompts are embedded alike.
+        return create_encoder(text["spec"], device=device, **encoder_options(text))
+
     for source in ev["retrieval"]:
         dataset = eval_dataset(source)
-        image_emb, text_emb, _ = embeddings(dataset)
-        z_img, z_txt = project(model, image_emb, text_emb)
-        found = retrieval_recall(z_img, z_txt, np.arange(len(z_txt)), ks=tuple(ev["ks"]))
+        image_emb, text_emb, keys = embeddings(dataset)
+        table = pd.read_parquet(results_dir / "beton" / f"{dataset}.parquet").set_index("key").loc[keys].reset_index()
+        several = caption_sets(table)
+        if several is None:
+            z_img, z_txt = project(model, image_emb, text_emb)
+            text_to_image = np.arange(len(z_txt))
+        else:  # several captions per image: all of them are embedded here (eval sets are small)
+            texts, text_to_image = several
+            (z_img, _), (_, z_txt) = project(model, image_emb, None), project(model, None, text_encoder().encode(texts))
+        found = retrieval_recall(z_img, z_txt, text_to_image, ks=tuple(ev["ks"]))
         metrics.update({f"{dataset}.{k}": v for k, v in found.items()})
 
     if ev["zeroshot"]:
-        text = towers["text"]
-        # The caption embeddings' own options (precision included), so prompts are embedded alike.
-        text_encoder = create_encoder(text["spec"], device=device, **encoder_options(text))
         for source in ev["zeroshot"]:
             dataset = eval_dataset(source)
             table = pd.read_parquet(results_dir / "beton" / f"{dataset}.parquet")
@@ -75,7 +102,7 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dic
             classnames = sorted(categories.unique())
             labels = categories.map({name: i for i, name in enumerate(classnames)}).to_numpy()
             z_img, _ = project(model, image_emb, None)
-            class_emb = class_embeddings(model, text_encoder, classnames, expand_templates(ev["templates"]))
+            class_emb = class_embeddings(model, text_encoder(), classnames, expand_templates(ev["templates"]))
             found = zeroshot_accuracy(z_img, labels, class_emb)
             metrics.update({f"{dataset}.zeroshot_{k}": v for k, v in found.items()})
             metrics[f"{dataset}.zeroshot_chance"] = 1.0 / len(classnames)
