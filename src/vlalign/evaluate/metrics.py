@@ -15,6 +15,16 @@ import numpy as np
 BLOCK_ELEMENTS = 1 << 24
 
 
+def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
+    """x as a non-empty 2-D float64 array; the error names the argument so callers need not."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array (rows × dimensions), got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return x
+
+
 def _normalise(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
