@@ -64,8 +64,9 @@ def _nearest(sims: np.ndarray, train_y: np.ndarray, test_y: np.ndarray, k: int) 
     else:
         nbr = np.broadcast_to(np.arange(n_train), (n_rows, n_train)).copy()
     kth = np.take_along_axis(sims, nbr, axis=1).min(axis=1)
-    # argpartition chose arbitrarily among rows tied at the k-th similarity; redo those rows by the rule.
-    straddles = (sims == kth[:, None]).sum(axis=1) > (np.take_along_axis(sims, nbr, axis=1) == kth[:, None]).sum(axis=1)
+    # argpartition chose arbitrarily among training rows tied at the k-th similarity; redo those by the rule.
+    tied_kept = (np.take_along_axis(sims, nbr, axis=1) == kth[:, None]).sum(axis=1)
+    straddles = (sims == kth[:, None]).sum(axis=1) > tied_kept
     for r in np.flatnonzero(straddles):
         above = np.flatnonzero(sims[r] > kth[r])
         tied = np.flatnonzero(sims[r] == kth[r])
@@ -102,8 +103,9 @@ def knn_accuracy(
         raise ValueError(f"temperature must be positive, got {temperature}")
     n_train = len(train_x)
     clamped = {int(k): min(int(k), n_train) for k in ks}
-    if any(k > n_train for k in clamped):
-        warnings.warn(f"k above the {n_train} training rows is clamped to {n_train}: {sorted(clamped)}", stacklevel=2)
+    too_large = sorted(k for k in clamped if k > n_train)
+    if too_large:
+        warnings.warn(f"k = {too_large} above the {n_train} training rows is clamped to {n_train}", stacklevel=2)
     cuts = sorted(set(clamped.values()))
     correct = {k: np.empty(len(test_x), dtype=bool) for k in cuts}
     train_x, test_x = _normalise(train_x), _normalise(test_x)
