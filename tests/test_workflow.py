@@ -140,6 +140,8 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     assert (aligned.reason == "alignment").sum() > 0
     scores = pd.read_parquet(results / "curate/alignment/basic.parquet")
     assert set(scores.key) >= set(basic.key) - set(basic.loc[~basic.pass_image, "key"])
+    probe = json.loads((results / "probe" / "efficientnet_lite0__minilm_l6" / "metrics.json").read_text())["metrics"]
+    assert 0 <= probe["eval_fashion_mnist.knn_top1_k10"] <= 1 and "eval_fashion_mnist.linear_probe_top1_accuracy" in probe
     for bench in ("download/tuxpaint.tsv", "embed/pool/efficientnet_lite0.tsv", "train/basic.tsv"):
         assert (results / "benchmarks" / bench).exists()
 

@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--eval-image-embeddings", required=True)
             p.add_argument("--eval-text-embeddings", required=True)
+            p.add_argument("--class-image-embeddings", nargs="*", default=[],
+                           help="image embeddings of classification sets, for k-NN and linear-probe accuracy")
+            p.add_argument("--class-tables", nargs="*", default=[], help="their .beton tables (category per key)")
 
     p = stage("evaluate", "zero-shot classification and retrieval of a trained run")
     p.add_argument("--run", required=True)

@@ -255,10 +255,42 @@ def probe(settings: dict, args: argparse.Namespace) -> None:
             metrics["alignment_score"] = metrics.get("mean_recall_at_10", float("nan"))
             metrics = {f"{Path(args.eval_text_embeddings).parent.name}.{k}": v for k, v in metrics.items()}
             metrics["train_pairs"] = float(train_pairs)
+            metrics.update(_vision_probes(settings, args))
             write_json(tmp / "metrics.json", {"name": f"probe:{pair}", "metrics": metrics})
         run.log_metrics(metrics)
         run.log_output("metrics", Path(args.out) / "metrics.json")
     _print_summary("probe", metrics)
+
+
+def _vision_probes(settings: dict, args: argparse.Namespace) -> dict:
+    """SAIL's two predictors of alignability on the frozen vision features of each classification set:
+    clustering quality (weighted k-NN) and linear separability (linear probe). Each set is split in
+    half by key hash, one half the reference (training) set, the other the test set."""
+    from vlalign.data.sources import hash_fraction
+    from vlalign.evaluate.probes import knn_accuracy, linear_probe_accuracy
+    from vlalign.store.embeddings import open_embeddings
+
+    if len(args.class_image_embeddings) != len(args.class_tables):
+        raise ValueError("--class-image-embeddings and --class-tables must name the same sets")
+    metrics = {}
+    for folder, table_path in zip(args.class_image_embeddings, args.class_tables):
+        store = open_embeddings(folder)
+        categories = pd.read_parquet(table_path, columns=["key", "category"]).set_index("key")["category"]
+        labels = categories.loc[store.keys]
+        if labels.isna().any():
+            raise ValueError(f"{table_path}: sample {labels[labels.isna()].index[0]!r} has no category")
+        codes = labels.astype("category").cat.codes.to_numpy()
+        # Salted: a source's eval split was itself drawn by the unsalted key hash.
+        test = np.array([hash_fraction(f"vision-probe:{key}") < 0.5 for key in store.keys])
+        if test.all() or not test.any():
+            print(f"vlalign probe: {folder}: {len(test)} samples are too few to split for the vision probes", flush=True)
+            continue
+        features = store.to_numpy()
+        found = knn_accuracy(features[~test], codes[~test], features[test], codes[test], ks=tuple(settings["knn_ks"]),
+                             temperature=settings["knn_temperature"])  # fmt: skip
+        found.update(linear_probe_accuracy(features[~test], codes[~test], features[test], codes[test]))
+        metrics.update({f"{Path(folder).parent.name}.{k}": v for k, v in found.items()})
+    return metrics
 
 
 def evaluate(settings: dict, args: argparse.Namespace) -> None:

@@ -37,7 +37,8 @@ def stage_settings(config: dict, stage: str, **wildcards: str) -> dict:
                     "convert": {"max_resolution": config["convert"]["max_resolution"]}}  # fmt: skip
     elif stage == "probe":
         specific = {"train": probe_settings(config), "device": config["train"]["device"],
-                    "encoders": _tower_specs(config), "ks": config["evaluate"]["ks"]}  # fmt: skip
+                    "encoders": _tower_specs(config), "ks": config["evaluate"]["ks"],
+                    **{k: config["probe"][k] for k in ("knn_ks", "knn_temperature")}}  # fmt: skip
     elif stage == "evaluate":
         specific = {"evaluate": config["evaluate"], "device": config["train"]["device"],
                     "text_encoder": config["encoders"][config["text_encoder"]]}  # fmt: skip
