@@ -54,6 +54,8 @@ def test_demo_config_is_valid_and_defaults_are_filled(demo):
         (lambda c: c.update(text_encoder="efficientnet_lite0"), "text_encoder: 'efficientnet_lite0' is not a text"),
         (lambda c: c["embed"].update(parts=0), "embed.parts"),
         (lambda c: c["train"].update(gpus=0), "train.gpus"),
+        (lambda c: c["sources"].update(s={"type": "synthetic_compositional"}), "sources.s.eval_fraction: a synthetic"),
+        (lambda c: c["evaluate"].update(compositional=["tuxpaint"]), "not a synthetic_compositional source"),
     ],
 )
 def test_bad_config_is_refused_naming_the_key(demo, edit, message):

@@ -190,3 +190,16 @@ def test_several_captions_a_line_each(tmp_path):
 def test_webdataset_glob_that_matches_nothing_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="no shard matches"):
         run_download("wds", source_config("webdataset", urls=[str(tmp_path / "*.tar")]), tmp_path / "o", None, 10)
+
+
+def test_synthetic_compositional_source(tmp_path):
+    source = source_config("synthetic_compositional", scenes=12, seed=3, eval_fraction=1.0)
+    summary = run_download("shapes", source, tmp_path / "out", None, 100)
+    assert (summary["ok"], summary["failed"]) == (12, 0)
+    samples = all_samples(tmp_path / "out")
+    assert not (tmp_path / "out" / "train").exists() and len(samples) == 12
+    assert all(s.meta["negatives"] and s.meta["scene"]["objects"] for s in samples)
+    assert {s.meta["winoground"]["role"] for s in samples if "winoground" in s.meta} <= {"a", "b"}
+    again = run_download("shapes", source, tmp_path / "again", None, 100)
+    assert again == {**summary, "seconds": again["seconds"]}
+    assert [s.caption for s in all_samples(tmp_path / "again")] == [s.caption for s in samples]

@@ -62,3 +62,28 @@ def test_caption_sets_list_every_caption_with_its_image():
     assert texts == ["a dog", "a puppy", "a brown dog", "a cat", "a cow"]
     assert owners.tolist() == [0, 0, 0, 1, 2]
     assert caption_sets(table.iloc[1:]) is None  # one caption each: the stored embeddings serve
+
+
+def test_compositional_metrics_on_a_hand_made_set():
+    """Two images with typed negatives and one Winoground pair; captions embed as fixed unit vectors."""
+    from vlalign.evaluate.run import compositional_metrics
+
+    vectors = {"red left": [1.0, 0.0], "blue left": [0.0, 1.0], "red right": [0.8, 0.6], "two reds": [0.6, 0.8]}
+    z_img = np.array([[1.0, 0.0], [0.0, 1.0]])
+    metas = [
+        {"caption": "red left", "negatives": [{"caption": "red right", "type": "replace_relation"},
+                                              {"caption": "blue left", "type": "swap_attribute"}],
+         "winoground": {"pair": "p0", "role": "a"}},
+        {"caption": "blue left", "negatives": [{"caption": "two reds", "type": "change_count"}],
+         "winoground": {"pair": "p0", "role": "b"}},
+    ]  # fmt: skip
+    found = compositional_metrics(z_img, metas, lambda texts: np.array([vectors[t] for t in texts]))
+    # Image 0 beats both of its negatives (cosine 1 > 0.8 and 1 > 0), image 1 its one (1 > 0.8).
+    assert found["caption_selection_accuracy"] == 1.0
+    assert found["caption_selection_accuracy_replace_relation"] == 1.0
+    # The pair: each image prefers its own caption and each caption its own image.
+    scores = (found["winoground_text_score"], found["winoground_image_score"], found["winoground_group_score"])
+    assert scores == (1, 1, 1)
+    metas[1]["negatives"] = [{"caption": "blue left", "type": "tie"}]  # identical to its positive: a tie is wrong
+    assert compositional_metrics(z_img, metas, lambda t: np.array([vectors[x] for x in t]))[
+        "caption_selection_accuracy_tie"] == 0.0

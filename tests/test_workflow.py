@@ -38,8 +38,9 @@ def test_demo_dag_dry_run(tmp_path):
     write_config(tmp_path, demo_config())
     result = snakemake("-n", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert job_counts(result.stdout) == {"download": 3, "measure": 1, "select": 4, "score_alignment": 1, "convert": 3, "embed": 6,
-                    "train": 4, "probe": 1, "evaluate": 4, "report": 1, "all": 1, "total": 29}  # fmt: skip
+    assert job_counts(result.stdout) == {"download": 4, "measure": 1, "select": 4, "score_alignment": 1, "convert": 4,
+                                         "embed": 8, "train": 4, "probe": 1, "evaluate": 4, "report": 1, "all": 1,
+                                         "total": 33}  # fmt: skip
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
@@ -99,6 +100,7 @@ def tiny_config(deb_cache: Path) -> dict:
     config["deb_cache"] = str(deb_cache)
     config["samples_per_shard"] = 16
     config["sources"]["fashion_mnist"]["per_class"] = 3
+    config["sources"]["shapes"]["scenes"] = 24
     config["encoders"]["efficientnet_lite0"]["batch_size"] = 16
     config["embed"]["num_workers"] = 1
     config["convert"]["num_workers"] = 1
@@ -129,6 +131,8 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     assert set(table.index) == runs | {"probe:efficientnet_lite0__minilm_l6"}
     assert table["eval_tuxpaint.image_to_text_recall_at_1"].between(0, 1).all()
     assert "eval_fashion_mnist.zeroshot_top1_accuracy" in table.columns
+    assert table["eval_shapes.caption_selection_accuracy"].between(0, 1).all()
+    assert table["eval_shapes.winoground_group_score"].between(0, 1).all()
     for path in ("train/basic/model.safetensors", "train/basic/model.json", "train/basic/curves.png",
                  "curate/measurements.parquet", "curate/pools/aligned/decisions.parquet",
                  "curate/alignment/basic.parquet", "beton/pool.beton", "download/tuxpaint/manifest.parquet"):  # fmt: skip
@@ -148,7 +152,7 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("vlalign-test").experiment_id], max_results=1000)
     by_rule = pd.Series([r.data.tags["rule"] for r in runs]).value_counts().to_dict()
-    assert by_rule == {"download": 3, "measure": 1, "select": 4, "score": 1, "convert": 3, "embed": 8,
+    assert by_rule == {"download": 4, "measure": 1, "select": 4, "score": 1, "convert": 4, "embed": 10,
                        "negatives": 1, "train": 6, "probe": 1, "evaluate": 6, "report": 1}  # fmt: skip
     categories = open_embeddings(results / "embeddings" / "pool_captions" / "category" / "minilm_l6")
     assert categories.meta["source"].endswith("#category")

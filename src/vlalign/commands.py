@@ -283,7 +283,7 @@ def _vision_probes(settings: dict, args: argparse.Namespace) -> dict:
         # Salted: a source's eval split was itself drawn by the unsalted key hash.
         test = np.array([hash_fraction(f"vision-probe:{key}") < 0.5 for key in store.keys])
         if test.all() or not test.any():
-            print(f"vlalign probe: {folder}: {len(test)} samples are too few to split for the vision probes", flush=True)
+            print(f"vlalign probe: {folder}: {len(test)} samples, too few to split for the vision probes", flush=True)
             continue
         features = store.to_numpy()
         found = knn_accuracy(features[~test], codes[~test], features[test], codes[test], ks=tuple(settings["knn_ks"]),

@@ -121,6 +121,14 @@ def _check_references(config: dict) -> None:
             problems.append(f"curate.sources: {name!r} has eval_fraction 1, so no train split")
     eval_refs = [("evaluate.retrieval", n) for n in config["evaluate"]["retrieval"]]
     eval_refs += [("evaluate.zeroshot", n) for n in config["evaluate"]["zeroshot"]]
+    eval_refs += [("evaluate.compositional", n) for n in config["evaluate"]["compositional"]]
+    for name in config["evaluate"]["compositional"]:
+        if name in sources and sources[name]["type"] != "synthetic_compositional":
+            problems.append(f"evaluate.compositional: {name!r} is not a synthetic_compositional source")
+    for name, source in sources.items():
+        if source["type"] == "synthetic_compositional" and source["eval_fraction"] != 1:
+            problems.append(f"sources.{name}.eval_fraction: a synthetic_compositional source is an evaluation set; "
+                            "set it to 1")
     eval_refs.append(("probe.eval_source", config["probe"]["eval_source"]))
     for key, name in eval_refs:
         if name not in sources:
@@ -162,7 +170,8 @@ def load_config(path: str | Path) -> dict:
 
 def eval_sources(config: dict) -> list[str]:
     """Sources whose eval split some evaluation or the probe reads."""
-    names = config["evaluate"]["retrieval"] + config["evaluate"]["zeroshot"] + [config["probe"]["eval_source"]]
+    ev = config["evaluate"]
+    names = ev["retrieval"] + ev["zeroshot"] + ev["compositional"] + [config["probe"]["eval_source"]]
     return sorted(set(names))
 
 

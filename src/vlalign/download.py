@@ -156,6 +156,15 @@ def download_webdataset(name: str, source: dict, out_dir: Path, samples_per_shar
                        "webdataset " + " ".join(source["urls"]))  # fmt: skip
 
 
+def download_compositional(name: str, source: dict, out_dir: Path, samples_per_shard: int) -> pd.DataFrame:
+    from vlalign.data.compositional import compositional_items
+
+    items = compositional_items(name, source["scenes"], source["seed"])
+    return write_items(name, items, source, out_dir, samples_per_shard, _checks(source), None,
+                       f"synthetic compositional set, {source['scenes']} scenes, seed {source['seed']}",
+                       total=source["scenes"])  # fmt: skip
+
+
 def summarize_manifest(manifest: pd.DataFrame, seconds: float = 0.0) -> dict:
     """Counts that always add up: items = ok + failed + skipped."""
     counts = manifest["status"].value_counts()
@@ -186,6 +195,8 @@ def run_download(name: str, source: dict, out_dir: str | Path, deb_cache: str | 
         manifest = download_folder(name, source, out_dir, samples_per_shard)
     elif kind == "webdataset":
         manifest = download_webdataset(name, source, out_dir, samples_per_shard)
+    elif kind == "synthetic_compositional":
+        manifest = download_compositional(name, source, out_dir, samples_per_shard)
     else:
         raise ValueError(f"sources.{name}.type: unknown source type {kind!r}")
     return summarize_manifest(manifest, seconds=time.time() - started)

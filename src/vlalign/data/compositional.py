@@ -389,3 +389,15 @@ def save_example_grid(shard_dir: str | os.PathLike, path: str | os.PathLike, cou
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def compositional_items(name: str, scenes: int, seed: int, image_size: int = 224):
+    """The set as download-stage items (rendered lazily, one at a time): the true caption is each
+    sample's caption, and its scene, typed negatives and Winoground pair go into its metadata."""
+    from vlalign.data.sources import SourceItem, safe_key
+
+    for item in generate(scenes, seed):
+        meta = {k: item[k] for k in ("scene", "negatives", "winoground") if k in item}
+        yield SourceItem(key=safe_key(f"{name}_{item['key']}"), origin=f"synthetic:{seed}:{item['key']}",
+                         caption=item["caption"], image=_png(render(item["scene"], image_size)), image_ext="png",
+                         meta=meta)  # fmt: skip

@@ -50,6 +50,39 @@ def caption_sets(table: pd.DataFrame) -> tuple[list[str], np.ndarray] | None:
     return texts, np.asarray(owners, dtype=np.int64)
 
 
+def compositional_metrics(z_img: np.ndarray, metas: list[dict], encode) -> dict[str, float]:
+    """Caption selection against each image's typed hard negatives and Winoground scores, for images
+    (aligned, row for row with `metas`, their samples' metadata) of a synthetic_compositional set.
+    `encode(texts)` gives aligned caption embeddings."""
+    from vlalign.evaluate.compositional import caption_selection_accuracy, winoground_scores
+
+    rows, positives, negatives, types = [], [], [], []
+    for row, meta in enumerate(metas):
+        for negative in meta.get("negatives", []):
+            rows.append(row), positives.append(meta["caption"]), negatives.append(negative["caption"])
+            types.append(negative["type"])
+    pairs: dict[str, dict] = {}
+    for row, meta in enumerate(metas):
+        if "winoground" in meta:
+            pairs.setdefault(meta["winoground"]["pair"], {})[meta["winoground"]["role"]] = row
+    pairs = {k: v for k, v in pairs.items() if set(v) == {"a", "b"}}
+    paired = {metas[row]["caption"] for pair in pairs.values() for row in pair.values()}
+    texts = sorted(set(positives) | set(negatives) | paired)
+    z_text = dict(zip(texts, encode(texts)))
+    found = {}
+    if rows:
+        positive_emb, negative_emb = (np.stack([z_text[t] for t in group]) for group in (positives, negatives))
+        found.update(caption_selection_accuracy(z_img[rows], positive_emb, negative_emb, negative_types=types))
+    if pairs:
+        # sim[n, image, caption]: caption c is the true caption of image c.
+        images = np.stack([[z_img[p["a"]], z_img[p["b"]]] for p in pairs.values()])
+        captions = np.stack([[z_text[metas[p["a"]]["caption"]], z_text[metas[p["b"]]["caption"]]]
+                             for p in pairs.values()])  # fmt: skip
+        found.update(winoground_scores(np.einsum("nid,ncd->nic", images, captions)))
+        found["winoground_pairs"] = float(len(pairs))
+    return found
+
+
 def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dict) -> dict:
     """Metrics named `{dataset}.{metric}` for every retrieval and zero-shot set in `settings["evaluate"]`."""
     from vlalign.align.checkpoint import load_checkpoint
@@ -88,6 +121,19 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dic
             texts, text_to_image = several
             (z_img, _), (_, z_txt) = project(model, image_emb, None), project(model, None, text_encoder().encode(texts))
         found = retrieval_recall(z_img, z_txt, text_to_image, ks=tuple(ev["ks"]))
+        metrics.update({f"{dataset}.{k}": v for k, v in found.items()})
+
+    for source in ev["compositional"]:
+        dataset = eval_dataset(source)
+        image_emb, _, keys = embeddings(dataset)
+        table = pd.read_parquet(results_dir / "beton" / f"{dataset}.parquet").set_index("key").loc[keys]
+        metas = [{**json.loads(meta), "caption": text} for meta, text in zip(table["meta_json"], table["caption"])]
+        z_img, _ = project(model, image_emb, None)
+
+        def encode(texts: list[str]) -> np.ndarray:
+            return project(model, None, text_encoder().encode(texts))[1]
+
+        found = compositional_metrics(z_img, metas, encode)
         metrics.update({f"{dataset}.{k}": v for k, v in found.items()})
 
     if ev["zeroshot"]:
