@@ -60,8 +60,8 @@ def test_embed_scatters_into_parts_and_gathers(tmp_path):
     result = snakemake("-n", "--quiet", "rules", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
-    # Three datasets x two encoders, each in three parts, then one gather per store.
-    assert (counts["embed_part"], counts["gather_embeddings"]) == (18, 6) and "embed" not in counts
+    # Four datasets x two encoders, each in three parts, then one gather per store.
+    assert (counts["embed_part"], counts["gather_embeddings"]) == (24, 8) and "embed" not in counts
 
 
 def test_multi_gpu_training_runs_through_torchrun(tmp_path):
