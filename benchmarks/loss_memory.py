@@ -13,8 +13,6 @@ import argparse
 import datetime
 import json
 import math
-import multiprocessing
-import resource
 import time
 
 import torch
@@ -22,11 +20,7 @@ import torch.nn.functional as F
 
 from vlalign.align.losses import LOSSES
 from vlalign.embed import resolve_device
-from vlalign.machine import describe_machine
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+from vlalign.machine import describe_machine, in_fresh_process, peak_memory_mark, peak_memory_since
 
 
 def loss_step(loss: str, batch: int, dim: int, chunk: int | None, device: str) -> dict:
@@ -35,27 +29,14 @@ def loss_step(loss: str, batch: int, dim: int, chunk: int | None, device: str) -
     txt = F.normalize(torch.randn(batch, dim, generator=g), dim=1).to(device).requires_grad_()
     log_scale = torch.tensor(math.log(20.0), device=device, requires_grad=True)
     bias = torch.tensor(-10.0, device=device, requires_grad=True)
-    cuda = torch.device(device).type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.max_memory_allocated()
-    else:
-        before = _peak_rss_bytes()
+    mark = peak_memory_mark(device)
     started = time.perf_counter()
     value = LOSSES[loss](img, txt, log_scale, bias, chunk_size=chunk)
     value.backward()
-    if cuda:
-        torch.cuda.synchronize()
+    peak = peak_memory_since(device, mark)  # synchronises on CUDA, so the time below is the step's
     seconds = time.perf_counter() - started
-    after = torch.cuda.max_memory_allocated() if cuda else _peak_rss_bytes()
-    return {"loss": value.item(), "seconds": seconds, "peak_bytes": after - before,
+    return {"loss": value.item(), "seconds": seconds, "peak_bytes": peak,
             "grad_norm": float(img.grad.norm())}  # fmt: skip
-
-
-def _in_fresh_process(*args) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(loss_step, args)
 
 
 def main() -> None:
@@ -67,8 +48,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    plain = _in_fresh_process(args.loss, args.batch, args.dim, None, device)
-    chunked = _in_fresh_process(args.loss, args.batch, args.dim, args.chunk, device)
+    plain = in_fresh_process(loss_step, args.loss, args.batch, args.dim, None, device)
+    chunked = in_fresh_process(loss_step, args.loss, args.batch, args.dim, args.chunk, device)
     mib = 2**20
     print(json.dumps({
         "benchmark": "loss_memory", "date": datetime.date.today().isoformat(), "machine": describe_machine(device),

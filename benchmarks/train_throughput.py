@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import multiprocessing
-import resource
 import time
 
 import numpy as np
@@ -39,20 +37,7 @@ from vlalign.align.heads import AlignmentModel
 from vlalign.align.optim import Lion
 from vlalign.align.trainer import train_alignment
 from vlalign.embed import resolve_device
-from vlalign.machine import describe_machine
-
-
-def _memory_start(device: torch.device) -> int:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.memory_allocated()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _memory_peak(device: torch.device, start: int) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() - start
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start
+from vlalign.machine import describe_machine, in_fresh_process, peak_memory_mark, peak_memory_since
 
 
 def _embeddings(args) -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +59,7 @@ def plain_run(args: dict) -> dict:
     optimizer = Lion(model.parameters(), lr=1e-5, betas=(0.9, 0.99), weight_decay=1e-4)
     half = torch.float16 if device.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=half == torch.float16)
-    start = _memory_start(device)
+    start = peak_memory_mark(device)
     step_times, batch = [], args["batch"]
     for _ in range(args["epochs"]):
         order = np.random.default_rng(len(step_times)).permutation(len(image_list))
@@ -94,7 +79,7 @@ def plain_run(args: dict) -> dict:
             scaler.update()
             loss.item()
             step_times.append(time.perf_counter() - t0)
-    return {"step_times": step_times, "peak_bytes": _memory_peak(device, start)}
+    return {"step_times": step_times, "peak_bytes": peak_memory_since(device, start)}
 
 
 def vlalign_run(args: dict) -> dict:
@@ -103,10 +88,10 @@ def vlalign_run(args: dict) -> dict:
     settings = {"head": "star", "width_factor": args["width_factor"], "target_dim": args["target_dim"],
                 "batch_size": args["batch"], "epochs": args["epochs"], "precision": "bf16",
                 "loss_chunk_size": args["chunk"], "warmup_fraction": 0.1}  # fmt: skip
-    start = _memory_start(device)
+    start = peak_memory_mark(device)
     result = train_alignment(image, text, settings, device=device)
     step_times = [args["batch"] / h["pairs_per_s"] for h in result.history if "pairs_per_s" in h]
-    return {"step_times": step_times, "peak_bytes": _memory_peak(device, start)}
+    return {"step_times": step_times, "peak_bytes": peak_memory_since(device, start)}
 
 
 def flops_per_pair(args: dict) -> float:
@@ -120,12 +105,6 @@ def flops_per_pair(args: dict) -> float:
     towers = 3 * counter.get_total_flops()
     loss = 3 * 2 * args["target_dim"] * args["batch"]  # img @ txt.T: 2·D per pair and partner, B partners
     return float(towers + loss)
-
-
-def _in_fresh_process(fn, args: dict) -> dict:
-    # A fresh process each, so one side's allocations never count in the other's peak.
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, (args,))
 
 
 def main() -> None:
@@ -145,8 +124,8 @@ def main() -> None:
     if args["pairs"] < 2 * args["batch"]:
         parser.error("--pairs must hold at least two batches (the first step is warm-up)")
 
-    plain = _in_fresh_process(plain_run, args)
-    ours = _in_fresh_process(vlalign_run, args)
+    plain = in_fresh_process(plain_run, args)
+    ours = in_fresh_process(vlalign_run, args)
 
     def pairs_per_s(result: dict) -> float:
         return args["batch"] / float(np.median(result["step_times"][1:]))
