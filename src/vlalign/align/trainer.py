@@ -153,11 +153,11 @@ class _Batches:
     is read from the (memory-mapped) arrays and streamed.
     """
 
-    def __init__(self, image_emb, text_emb, extra_text_emb, negative_text_emb, device, resident: bool):
-        arrays = [image_emb, text_emb, *extra_text_emb, *([] if negative_text_emb is None else [negative_text_emb])]
+    def __init__(self, arrays: list, has_negatives: bool, device, resident: bool):
+        """`arrays`: image, text, the extra caption sets, then the hard negatives when `has_negatives`."""
         self.resident = resident
         self.arrays = [_upload(a, device) for a in arrays] if resident else arrays
-        self.has_negatives = negative_text_emb is not None
+        self.has_negatives = has_negatives
         self.device = device
 
     def _rows(self, array, idx: np.ndarray) -> torch.Tensor:
@@ -285,7 +285,7 @@ def train_alignment(
     total_steps = steps_per_epoch * cfg["epochs"]
     scheduler = cosine_schedule(optimizer, total_steps, cfg["warmup_fraction"])
     data = [image_emb, text_emb, *extra_text_emb, *([] if negative_text_emb is None else [negative_text_emb])]
-    fetch = _Batches(image_emb, text_emb, extra_text_emb, negative_text_emb, device,
+    fetch = _Batches(data, negative_text_emb is not None, device,
                      resident=_fits_on_device(data, device) if resident is None else resident)
 
     def autocast():
