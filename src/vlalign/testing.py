@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import mimetypes
+import socket
 import struct
 import threading
 import zlib
@@ -39,14 +40,22 @@ def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's backlog of 5 drops the connections of many fetching threads at once: they would time out.
+    request_queue_size = 256
+
+
 class ImageServer:
     """Paths: /jpg/NAME, /png/NAME, /gif/NAME (distinct images by NAME), /status/CODE, /slow,
     /truncated.jpg, /html.jpg, /bomb.png, /bomb/WxH.png, /tiny.png, /huge.bin, /huge-stream.bin (no Content-Length),
     /loop, /to-file, /redirect/NAME (to /jpg/NAME), /noai.jpg, /flaky/NAME (500 once, then an image),
-    /files/NAME (the bytes put in `files`); any path takes `?delay=SECONDS`, or a delay put in `delays`."""
+    /reset (the connection reset, nothing sent), /cut.jpg (the body ends before its Content-Length),
+    /files/NAME (the bytes put in `files`); any path takes `?delay=SECONDS`, or a delay put in `delays`.
+    `hits` counts requests by path, `requests` by path and query (one count per distinct URL)."""
 
     def __init__(self, max_bytes_hint: int = 50_000):
         self.hits: Counter = Counter()
+        self.requests: Counter = Counter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.big = bytes(max_bytes_hint * 2)
@@ -64,12 +73,13 @@ class ImageServer:
                 path = urlsplit(self.path).path
                 with server._lock:
                     server.hits[path] += 1
+                    server.requests[self.path] += 1
                     hits = server.hits[path]
                 server._respond(self, path, hits, parse_qs(urlsplit(self.path).query))
                 with server._lock:
                     server.completed.append(path)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd = _Server(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self.base = f"http://127.0.0.1:{self.port}"
@@ -108,6 +118,16 @@ class ImageServer:
         if path == "/truncated.jpg":
             data = image_bytes("JPEG", size=(200, 150))
             return self._send(handler, 200, data[: len(data) // 2], "image/jpeg")
+        if path == "/cut.jpg":  # the server dies mid-body: fewer bytes than declared, then the connection ends
+            data = image_bytes("JPEG", size=(200, 150))
+            return self._send(handler, 200, data[: len(data) // 2], "image/jpeg", {"Content-Length": str(len(data))},
+                              length=False)  # fmt: skip
+        if path == "/reset":  # linger 0: closing the socket sends a TCP RST instead of a clean end
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            handler.close_connection = True
+            handler.rfile.close()  # the reader holds a reference that would delay the close
+            handler.connection.close()
+            return None
         if path == "/html.jpg":
             return self._send(handler, 200, b"<!doctype html><html><body>Not found</body></html>", "image/jpeg")
         if path == "/bomb.png":
