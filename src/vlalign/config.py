@@ -14,6 +14,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from vlalign.data.benchmarks import BENCHMARKS, layout_problems
 from vlalign.io import sha256_json
 
 SCHEMA_PATH = Path(str(resources.files("vlalign") / "schemas" / "config.schema.yaml"))
@@ -122,13 +123,17 @@ def _check_references(config: dict) -> None:
     eval_refs = [("evaluate.retrieval", n) for n in config["evaluate"]["retrieval"]]
     eval_refs += [("evaluate.zeroshot", n) for n in config["evaluate"]["zeroshot"]]
     eval_refs += [("evaluate.compositional", n) for n in config["evaluate"]["compositional"]]
+    compositional = ("synthetic_compositional", *BENCHMARKS)
     for name in config["evaluate"]["compositional"]:
-        if name in sources and sources[name]["type"] != "synthetic_compositional":
-            problems.append(f"evaluate.compositional: {name!r} is not a synthetic_compositional source")
+        if name in sources and sources[name]["type"] not in compositional:
+            problems.append(f"evaluate.compositional: {name!r} is not a synthetic_compositional source nor a "
+                            f"sugarcrepe or winoground one (its type is {sources[name]['type']})")
     for name, source in sources.items():
-        if source["type"] == "synthetic_compositional" and source["eval_fraction"] != 1:
-            problems.append(f"sources.{name}.eval_fraction: a synthetic_compositional source is an evaluation set; "
+        if source["type"] in compositional and source["eval_fraction"] != 1:
+            problems.append(f"sources.{name}.eval_fraction: a {source['type']} source is an evaluation set; "
                             "set it to 1")
+        if source["type"] in BENCHMARKS:
+            problems += [f"sources.{name}.{problem}" for problem in layout_problems(source)]
     eval_refs.append(("probe.eval_source", config["probe"]["eval_source"]))
     for key, name in eval_refs:
         if name not in sources:

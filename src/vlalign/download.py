@@ -15,6 +15,7 @@ from typing import Iterable
 
 import pandas as pd
 
+from vlalign.data.benchmarks import BENCHMARKS, benchmark_items
 from vlalign.data.debian import extract_deb, fetch_deb
 from vlalign.data.folder import folder_items
 from vlalign.data.images import inspect_image
@@ -165,6 +166,13 @@ def download_compositional(name: str, source: dict, out_dir: Path, samples_per_s
                        total=source["scenes"])  # fmt: skip
 
 
+def download_benchmark(name: str, source: dict, out_dir: Path, samples_per_shard: int) -> pd.DataFrame:
+    items, provenance = benchmark_items(name, source)
+    selected = select_items(items, source.get("max_items"), source.get("per_class"))
+    return write_items(name, items, source, out_dir, samples_per_shard, _checks(source), selected, provenance,
+                       total=len(items))  # fmt: skip
+
+
 def summarize_manifest(manifest: pd.DataFrame, seconds: float = 0.0) -> dict:
     """Counts that always add up: items = ok + failed + skipped."""
     counts = manifest["status"].value_counts()
@@ -197,6 +205,8 @@ def run_download(name: str, source: dict, out_dir: str | Path, deb_cache: str | 
         manifest = download_webdataset(name, source, out_dir, samples_per_shard)
     elif kind == "synthetic_compositional":
         manifest = download_compositional(name, source, out_dir, samples_per_shard)
+    elif kind in BENCHMARKS:
+        manifest = download_benchmark(name, source, out_dir, samples_per_shard)
     else:
         raise ValueError(f"sources.{name}.type: unknown source type {kind!r}")
     return summarize_manifest(manifest, seconds=time.time() - started)
