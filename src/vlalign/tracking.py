@@ -75,6 +75,26 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _experiment_id(client, name: str, uri: str) -> str:
+    """The experiment's id, creating it if needed. Jobs on a cluster start at once and reach the
+    tracking server unserialised: a creation that loses that race finds the winner's experiment."""
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:///"):
+        artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=artifacts)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
 class StageRun:
     """Handle on the MLflow run of one stage execution; every call reports, never raises, on store errors."""
 
@@ -157,14 +177,7 @@ def stage_run(
 
         with _store_lock(uri):
             client = MlflowClient(tracking_uri=uri)
-            experiment_obj = client.get_experiment_by_name(experiment)
-            if experiment_obj is None:
-                artifacts = None
-                if uri.startswith("sqlite:///"):
-                    artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
-                experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
-            else:
-                experiment_id = experiment_obj.experiment_id
+            experiment_id = _experiment_id(client, experiment, uri)
             created = client.create_run(experiment_id, run_name=name, tags=tags)
         run = StageRun(client, created.info.run_id)
         run.log_params(settings)
