@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs everything vlalign needs into a virtual environment: the Debian packages the
-# ffcv build links against, then the Python packages from pyproject.toml.
+# ffcv build links against and the SLURM cluster that tests/test_slurm.py brings up, then the
+# Python packages from pyproject.toml.
 set -euo pipefail
 venv="${1:-.venv}"
-system_packages=(libopencv-dev libturbojpeg0-dev pkg-config)
+system_packages=(libopencv-dev libturbojpeg0-dev pkg-config
+    # A one-node SLURM cluster with accounting (sacct, and the executor plugin's job status).
+    slurm-wlm munge slurmdbd mariadb-server)
 
 missing=()
 for pkg in "${system_packages[@]}"; do
