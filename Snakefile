@@ -8,6 +8,14 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# MLFLOW_TRACKING_URI is declared in profiles/slurm (`envvars:` there), not with an `envvars:`
+# directive here: Snakemake fails any run without a declared variable, and a local run logs to
+# results/mlflow.db without one.
+# On a cluster the report rule only tabulates small JSON files: it runs on the submit host.
+localrules:
+    report,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/curate.smk"
