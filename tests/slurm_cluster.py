@@ -48,7 +48,6 @@ class Cluster:
     account: str = ACCOUNT
     partition: str = PARTITION
     daemons: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
-    env: dict = field(default_factory=dict)
 
     def log(self, name: str) -> Path:
         return self.root / "log" / f"{name}.log"
@@ -62,8 +61,8 @@ class Cluster:
                                     start_new_session=True)  # fmt: skip
         self.daemons.append((name, proc))
 
-    def run(self, *argv: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, **self.env}, **kwargs)
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed: {result.stdout}{result.stderr}\n{self.logs_tail()}")
         return result
@@ -83,6 +82,10 @@ class Cluster:
         """Cancel leftover jobs, then stop the daemons newest first, each by its PID."""
         if any(name == "slurmctld" and proc.poll() is None for name, proc in self.daemons):
             self.run("scancel", "--user", "root", check=False)
+            # slurmd must still be up to end the cancelled jobs' steps.
+            deadline = time.monotonic() + 30
+            while self.run("squeue", "-h", check=False).stdout.strip() and time.monotonic() < deadline:
+                time.sleep(0.5)
         for name, proc in reversed(self.daemons):
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
