@@ -56,6 +56,10 @@ def test_demo_config_is_valid_and_defaults_are_filled(demo):
         (lambda c: c["train"].update(gpus=0), "train.gpus"),
         (lambda c: c["sources"].update(s={"type": "synthetic_compositional"}), "sources.s.eval_fraction: a synthetic"),
         (lambda c: c["evaluate"].update(compositional=["tuxpaint"]), "not a synthetic_compositional source"),
+        (lambda c: c["probe"].update(image_encoders=[]), "probe.image_encoders"),
+        (lambda c: c["probe"].update(text_encoders=["minilm_l6", "nope"]), "probe.text_encoders.1: 'nope' is not"),
+        (lambda c: c["probe"].update(image_encoders=["minilm_l6"]), "probe.image_encoders.0: 'minilm_l6' is not an"),
+        (lambda c: c["encoders"]["minilm_l6"].update(random_init=-1), "encoders.minilm_l6.random_init"),
     ],
 )
 def test_bad_config_is_refused_naming_the_key(demo, edit, message):

@@ -242,3 +242,33 @@ def test_encoder_entries_are_checked_without_loading():
     assert "other modality" in check_encoder_entry({"spec": "hf-text:x", "pooling": "concat"})[0]
     assert "text encoders only" in check_encoder_entry({"spec": "efficientnet-lite0", "max_length": 8})[0]
     assert "image encoders only" in check_encoder_entry({"spec": "st:x", "compile": True})[0]
+
+
+def _state(encoder) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in encoder.model.state_dict().items()
+            if tensor.is_floating_point()}  # fmt: skip
+
+
+@pytest.mark.parametrize("spec", ["efficientnet-lite0", "timm:vit_tiny_patch16_224", "all-minilm-l6-v2"])
+def test_random_init_redraws_every_weight_from_its_seed(spec, tiny_vit):
+    options = {"path": tiny_vit[1], "model_kwargs": TINY_VIT} if spec.startswith("timm:") else {}
+    trained = create_encoder(spec, precision="fp32", **options)
+    control = create_encoder(spec, precision="fp32", random_init=0, **options)
+    again = create_encoder(spec, precision="fp32", random_init=0, **options)
+    other_seed = create_encoder(spec, precision="fp32", random_init=1, **options)
+    before, after = _state(trained), _state(control)
+    # Every weight tensor is re-drawn (or reset, for normalisation statistics) ...
+    unchanged = [name for name in before if torch.equal(before[name], after[name])
+                 and not (before[name].numel() and torch.all(after[name] == after[name].flatten()[0]))]  # fmt: skip
+    assert unchanged == []
+    # ... the same seed draws the same weights, another seed others.
+    assert all(torch.equal(after[name], tensor) for name, tensor in _state(again).items())
+    assert not all(torch.equal(after[name], tensor) for name, tensor in _state(other_seed).items())
+    assert control.describe()["random_init"] == 0 and trained.describe()["random_init"] is None
+    if isinstance(control, TextEncoder):
+        features, reference = control.encode(TEXTS), trained.encode(TEXTS)
+    else:
+        images = _images(2, control.image_size)
+        features, reference = control(images).numpy(), trained(images).numpy()
+    assert features.shape == reference.shape and np.isfinite(features).all()
+    assert not np.allclose(features, reference, atol=1e-3)

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -38,9 +39,11 @@ def test_demo_dag_dry_run(tmp_path):
     write_config(tmp_path, demo_config())
     result = snakemake("-n", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    # The probing matrix (3 vision x 2 text encoders) adds embeddings of the pool, the retrieval split and, for
+    # the vision encoders, the zero-shot sets; each store is embedded once for every cell and run.
     assert job_counts(result.stdout) == {"download": 4, "measure": 1, "select": 4, "score_alignment": 1, "convert": 4,
-                                         "embed": 8, "train": 4, "probe": 1, "evaluate": 4, "report": 1, "all": 1,
-                                         "total": 33}  # fmt: skip
+                                         "embed": 16, "train": 4, "probe": 6, "vision_probe": 3, "probe_matrix": 1,
+                                         "evaluate": 4, "report": 1, "all": 1, "total": 50}  # fmt: skip
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
@@ -60,8 +63,8 @@ def test_embed_scatters_into_parts_and_gathers(tmp_path):
     result = snakemake("-n", "--quiet", "rules", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     counts = job_counts(result.stdout)
-    # Four datasets x two encoders, each in three parts, then one gather per store.
-    assert (counts["embed_part"], counts["gather_embeddings"]) == (24, 8) and "embed" not in counts
+    # Sixteen stores (see the dry run above), each in three parts, then one gather per store.
+    assert (counts["embed_part"], counts["gather_embeddings"]) == (48, 16) and "embed" not in counts
 
 
 def test_multi_gpu_training_runs_through_torchrun(tmp_path):
@@ -102,6 +105,9 @@ def tiny_config(deb_cache: Path) -> dict:
     config["sources"]["fashion_mnist"]["per_class"] = 3
     config["sources"]["shapes"]["scenes"] = 24
     config["encoders"]["efficientnet_lite0"]["batch_size"] = 16
+    # A 2 x 2 probing matrix with the random-weight controls (the demo's EfficientNet-Lite1 costs time here).
+    config["encoders"]["random_lite0"]["batch_size"] = 16
+    config["probe"]["image_encoders"] = ["efficientnet_lite0", "random_lite0"]
     config["embed"]["num_workers"] = 1
     config["convert"]["num_workers"] = 1
     # The fixture's shapes differ only in colour, which pHash ignores: compare bytes only.
@@ -128,7 +134,8 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     assert "probe:efficientnet_lite0__minilm_l6" in summary
     table = pd.read_csv(results / "report" / "summary.csv", index_col=0)
     runs = {"raw", "basic", "aligned", "balanced", "negatives", "multi"}
-    assert set(table.index) == runs | {"probe:efficientnet_lite0__minilm_l6"}
+    cells = {f"probe:{i}__{t}" for i in ("efficientnet_lite0", "random_lite0") for t in ("minilm_l6", "random_minilm")}
+    assert set(table.index) == runs | cells
     assert table["eval_tuxpaint.image_to_text_recall_at_1"].between(0, 1).all()
     assert "eval_fashion_mnist.zeroshot_top1_accuracy" in table.columns
     assert table.loc[sorted(runs), "eval_shapes.caption_selection_accuracy"].between(0, 1).all()
@@ -144,17 +151,29 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     assert (aligned.reason == "alignment").sum() > 0
     scores = pd.read_parquet(results / "curate/alignment/basic.parquet")
     assert set(scores.key) >= set(basic.key) - set(basic.loc[~basic.pass_image, "key"])
-    probe = json.loads((results / "probe" / "efficientnet_lite0__minilm_l6" / "metrics.json").read_text())["metrics"]
-    assert 0 <= probe["eval_fashion_mnist.knn_top1_k10"] <= 1
-    assert 0 <= probe["eval_fashion_mnist.linear_probe_top1_accuracy"] <= 1
+    vision = json.loads((results / "probe" / "vision" / "efficientnet_lite0.json").read_text())["metrics"]
+    assert 0 <= vision["eval_fashion_mnist.knn_top1_k10"] <= 1
+    assert 0 <= vision["eval_fashion_mnist.linear_probe_top1_accuracy"] <= 1
+    matrix = pd.read_csv(results / "probe" / "matrix" / "matrix.csv")
+    assert len(matrix) == 4 and matrix["alignment_score"].between(0, 1).all()
+    assert matrix["mean.knn_top1_k10"].between(0, 1).all()
+    # The controls' embeddings really differ from the trained encoders' (same architecture, re-drawn weights).
+    trained = open_embeddings(results / "embeddings" / "pool" / "efficientnet_lite0").to_numpy()
+    control = open_embeddings(results / "embeddings" / "pool" / "random_lite0").to_numpy()
+    assert trained.shape == control.shape and not np.allclose(trained, control)
+    report_html = (results / "report" / "report.html").read_text()
+    for section in ("Training curves", "Curation effect", "Probing matrix"):
+        assert f"<h2>{section}</h2>" in report_html
+    assert report_html.count("data:image/png;base64,") == 5  # comparison, curves, curation, heat map, scatter
     for bench in ("download/tuxpaint.tsv", "embed/pool/efficientnet_lite0.tsv", "train/basic.tsv"):
         assert (results / "benchmarks" / bench).exists()
 
     client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("vlalign-test").experiment_id], max_results=1000)
     by_rule = pd.Series([r.data.tags["rule"] for r in runs]).value_counts().to_dict()
-    assert by_rule == {"download": 4, "measure": 1, "select": 4, "score": 1, "convert": 4, "embed": 10,
-                       "negatives": 1, "train": 6, "probe": 1, "evaluate": 6, "report": 1}  # fmt: skip
+    assert by_rule == {"download": 4, "measure": 1, "select": 4, "score": 1, "convert": 4, "embed": 15,
+                       "negatives": 1, "train": 6, "probe": 4, "vision_probe": 2, "probe_matrix": 1, "evaluate": 6,
+                       "report": 1}  # fmt: skip
     categories = open_embeddings(results / "embeddings" / "pool_captions" / "category" / "minilm_l6")
     assert categories.meta["source"].endswith("#category")
     pool_keys = set(open_embeddings(results / "embeddings" / "pool" / "minilm_l6").keys)
@@ -173,7 +192,8 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     report = snakemake("--report", "report.html", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text()
-    assert all(name in html for name in ("curves.png", "summary.md"))
+    assert all(name in html for name in ("curves.png", "summary.md", "alignment_heatmap.png", "alignment_vs_vision.png",
+                                         "training_curves.png", "curation_effect.png"))  # fmt: skip
 
     # Nothing to do on a second invocation: outputs are complete and up to date.
     again = snakemake("--cores", "2", "--resources", "gpu=1", "-n", cwd=tmp_path)

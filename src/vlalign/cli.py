@@ -94,11 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--extra-text-embeddings", nargs="*", default=[],
                            help="text embeddings of extra caption sets (multi-positive)")
         else:
+            p.add_argument("--image-encoder", help="alias of the vision encoder (default: image_encoder)")
+            p.add_argument("--text-encoder", help="alias of the text encoder (default: text_encoder)")
             p.add_argument("--eval-image-embeddings", required=True)
             p.add_argument("--eval-text-embeddings", required=True)
-            p.add_argument("--class-image-embeddings", nargs="*", default=[],
-                           help="image embeddings of classification sets, for k-NN and linear-probe accuracy")
-            p.add_argument("--class-tables", nargs="*", default=[], help="their .beton tables (category per key)")
+
+    p = stage("vision-probe", "k-NN and linear-probe accuracy of a vision encoder's frozen features")
+    p.add_argument("--encoder", required=True, help="alias of the vision encoder")
+    p.add_argument("--class-image-embeddings", nargs="*", default=[],
+                   help="its image embeddings of classification sets")
+    p.add_argument("--class-tables", nargs="*", default=[], help="their .beton tables (category per key)")
+    p.add_argument("--out", required=True, help="metrics.json")
+
+    p = stage("probe-matrix", "the probing matrix: table, correlations, heat map, scatter")
+    p.add_argument("--cells", nargs="+", required=True, help="probe output folders, named {vision}__{text}")
+    p.add_argument("--vision", nargs="+", required=True, help="vision-probe metrics files, named {vision}.json")
+    p.add_argument("--out", required=True, help="output folder")
 
     p = stage("evaluate", "zero-shot classification and retrieval of a trained run")
     p.add_argument("--run", required=True)
@@ -106,9 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-dir", required=True, help="results folder holding beton/ and embeddings/")
     p.add_argument("--out", required=True, help="metrics.json")
 
-    p = stage("report", "one table of every run and probe")
+    p = stage("report", "the comparison report over every run: markdown, HTML, figures")
     p.add_argument("--metrics", nargs="+", required=True, help="metrics.json files of evaluations and probes")
-    p.add_argument("--out", required=True, help="output folder: summary.md, summary.csv")
+    p.add_argument("--runs", nargs="*", default=[], help="training run folders (curves.csv), named by run")
+    p.add_argument("--pools", nargs="*", default=[], help="curated pool folders (decisions.parquet), named by pool")
+    p.add_argument("--probing", help="the probing matrix folder")
+    p.add_argument("--out", required=True, help="output folder: summary.md, summary.csv, report.html, figures")
     return parser
 
 
@@ -116,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from vlalign import commands
 
-    wildcards = {k: getattr(args, k) for k in ("source", "encoder", "run", "pool") if getattr(args, k, None)}
+    names = ("source", "encoder", "run", "pool", "image_encoder", "text_encoder")
+    wildcards = {k: getattr(args, k) for k in names if getattr(args, k, None)}
     try:
         # Every stage but gather-embeddings (which only joins files) reads the config.
-        settings = _settings(args, args.stage, **wildcards) if hasattr(args, "settings") else {}
-        getattr(commands, args.stage.replace("-", "_"))(settings, args)
+        stage = args.stage.replace("-", "_")
+        settings = _settings(args, stage, **wildcards) if hasattr(args, "settings") else {}
+        getattr(commands, stage)(settings, args)
     except ConfigError as exc:
         print(f"vlalign {args.stage}: {exc}", file=sys.stderr)
         return 2

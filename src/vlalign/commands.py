@@ -244,8 +244,9 @@ def train(settings: dict, args: argparse.Namespace) -> None:
 def probe(settings: dict, args: argparse.Namespace) -> None:
     from vlalign.evaluate.metrics import retrieval_recall
 
-    pair = f"{settings['encoders']['image']['alias']}__{settings['encoders']['text']['alias']}"
-    with _run("probe", settings, pair=pair) as run:
+    image, text = settings["encoders"]["image"]["alias"], settings["encoders"]["text"]["alias"]
+    pair = f"{image}__{text}"
+    with _run("probe", settings, image_encoder=image, text_encoder=text) as run:
         with atomic_dir(args.out) as tmp:
             model, _, train_pairs = _train_and_save(settings, args, run, tmp)
             image_emb, text_emb, _ = paired_embeddings(args.eval_image_embeddings, args.eval_text_embeddings)
@@ -255,17 +256,45 @@ def probe(settings: dict, args: argparse.Namespace) -> None:
             metrics["alignment_score"] = metrics.get("mean_recall_at_10", float("nan"))
             metrics = {f"{Path(args.eval_text_embeddings).parent.name}.{k}": v for k, v in metrics.items()}
             metrics["train_pairs"] = float(train_pairs)
-            metrics.update(_vision_probes(settings, args))
             write_json(tmp / "metrics.json", {"name": f"probe:{pair}", "metrics": metrics})
         run.log_metrics(metrics)
         run.log_output("metrics", Path(args.out) / "metrics.json")
     _print_summary("probe", metrics)
 
 
-def _vision_probes(settings: dict, args: argparse.Namespace) -> dict:
+def vision_probe(settings: dict, args: argparse.Namespace) -> None:
     """SAIL's two predictors of alignability on the frozen vision features of each classification set:
     clustering quality (weighted k-NN) and linear separability (linear probe). Each set is split in
     half by key hash, one half the reference (training) set, the other the test set."""
+    with _run("vision_probe", settings, encoder=args.encoder) as run:
+        metrics = _vision_probes(settings, args)
+        write_json(args.out, {"name": f"vision:{args.encoder}", "metrics": metrics})
+        run.log_metrics(metrics)
+        run.log_output("metrics", args.out)
+    _print_summary("vision_probe", metrics)
+
+
+def probe_matrix(settings: dict, args: argparse.Namespace) -> None:
+    """Join every probe cell and vision probe: the table, correlations, heat map and scatter."""
+    from vlalign.evaluate.probing import write_probing_matrix
+
+    cells = []
+    for folder in args.cells:
+        image, _, text = Path(folder).name.partition("__")
+        data = json.loads((Path(folder) / "metrics.json").read_text())
+        cells.append({"image_encoder": image, "text_encoder": text, "metrics": data["metrics"]})
+    vision = {Path(path).stem: json.loads(Path(path).read_text())["metrics"] for path in args.vision}
+    with _run("probe_matrix", settings) as run:
+        with atomic_dir(args.out) as tmp:
+            metrics = write_probing_matrix(cells, vision, settings, tmp)
+        run.log_metrics(metrics)
+        outputs = ("matrix.csv", "correlations.csv", "probing.md", "alignment_heatmap.png", "alignment_vs_vision.png")
+        for name in outputs:
+            run.log_output(name.replace(".", "_"), Path(args.out) / name)
+    _print_summary("probe_matrix", {k: v for k, v in metrics.items() if k.endswith(".all.pearson")})
+
+
+def _vision_probes(settings: dict, args: argparse.Namespace) -> dict:
     from vlalign.data.sources import hash_fraction
     from vlalign.evaluate.probes import knn_accuracy, linear_probe_accuracy
     from vlalign.store.embeddings import open_embeddings
@@ -328,9 +357,15 @@ def _find_train_run(run, run_name: str) -> str | None:
 def report(settings: dict, args: argparse.Namespace) -> None:
     from vlalign.evaluate.report import write_report
 
+    out = Path(args.out)
     with _run("report", settings) as run:
-        table = write_report([Path(p) for p in args.metrics], Path(args.out))
-        run.log_output("summary_md", Path(args.out) / "summary.md")
-        run.log_output("summary_csv", Path(args.out) / "summary.csv")
-        run.log_output("comparison", Path(args.out) / "comparison.png")
+        table = write_report([Path(p) for p in args.metrics], out,
+                             train_dirs={Path(p).name: Path(p) for p in args.runs},
+                             run_pools=settings.get("run_pools"),
+                             pool_dirs={Path(p).name: Path(p) for p in args.pools},
+                             probing_dir=Path(args.probing) if args.probing else None)  # fmt: skip
+        for figure in sorted(out.glob("*.png")):
+            run.log_output(figure.stem, figure)
+        for name in ("summary.md", "summary.csv", "report.html"):
+            run.log_output(name.replace(".", "_"), out / name)
     print(table, flush=True)

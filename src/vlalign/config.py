@@ -84,12 +84,16 @@ def _check_references(config: dict) -> None:
     encoders = config["encoders"]
     for alias, entry in encoders.items():
         problems += [f"encoders.{alias}: {problem}" for problem in check_encoder_entry(entry)]
-    for key, wants_text in (("image_encoder", False), ("text_encoder", True)):
-        entry = encoders.get(config[key])
+    towers = [("image_encoder", config["image_encoder"], False), ("text_encoder", config["text_encoder"], True)]
+    for side, wants_text in (("image", False), ("text", True)):
+        listed = config["probe"][f"{side}_encoders"] or []
+        towers += [(f"probe.{side}_encoders.{i}", alias, wants_text) for i, alias in enumerate(listed)]
+    for key, alias, wants_text in towers:
+        entry = encoders.get(alias)
         if entry is None:
-            problems.append(f"{key}: {config[key]!r} is not defined under encoders ({sorted(encoders)})")
+            problems.append(f"{key}: {alias!r} is not defined under encoders ({sorted(encoders)})")
         elif not check_encoder_entry(entry) and is_text_spec(entry["spec"]) != wants_text:
-            problems.append(f"{key}: {config[key]!r} is not {'a text' if wants_text else 'an image'} encoder")
+            problems.append(f"{key}: {alias!r} is not {'a text' if wants_text else 'an image'} encoder")
     sources = config["sources"]
     curate = config["curate"]
     pools, runs = curate["pools"], config["train"]["runs"]
@@ -199,6 +203,12 @@ def pool_filters(config: dict, pool: str) -> list[dict]:
 def scoring_run(config: dict, pool: str) -> str | None:
     """The run whose aligner scores `pool` (its `alignment` filter), if it has one."""
     return config["curate"]["filters"]["alignment"]["run"] if "alignment" in config["curate"]["pools"][pool] else None
+
+
+def probe_encoders(config: dict) -> tuple[list[str], list[str]]:
+    """The vision and text encoders of the probing matrix (the workflow's own pair when none are listed)."""
+    probe = config["probe"]
+    return probe["image_encoders"] or [config["image_encoder"]], probe["text_encoders"] or [config["text_encoder"]]
 
 
 def probe_settings(config: dict) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from vlalign.config import pool_filters, probe_settings, train_settings
+from vlalign.config import pool_filters, probe_encoders, probe_settings, run_pool, train_settings
 
 
 def stage_settings(config: dict, stage: str, **wildcards: str) -> dict:
@@ -36,14 +36,22 @@ def stage_settings(config: dict, stage: str, **wildcards: str) -> dict:
                     "encoders": _tower_specs(config),
                     "convert": {"max_resolution": config["convert"]["max_resolution"]}}  # fmt: skip
     elif stage == "probe":
+        # One cell of the probing matrix; run standalone, the workflow's own pair.
+        image = wildcards.get("image_encoder") or config["image_encoder"]
+        text = wildcards.get("text_encoder") or config["text_encoder"]
         specific = {"train": probe_settings(config), "device": config["train"]["device"],
-                    "encoders": _tower_specs(config), "ks": config["evaluate"]["ks"],
-                    **{k: config["probe"][k] for k in ("knn_ks", "knn_temperature")}}  # fmt: skip
+                    "encoders": _tower_specs(config, image, text), "ks": config["evaluate"]["ks"]}  # fmt: skip
+    elif stage == "vision_probe":
+        specific = {k: config["probe"][k] for k in ("knn_ks", "knn_temperature")}
+    elif stage == "probe_matrix":
+        images, texts = probe_encoders(config)
+        specific = {"image_encoders": images, "text_encoders": texts, "knn_ks": config["probe"]["knn_ks"],
+                    "eval_source": config["probe"]["eval_source"]}  # fmt: skip
     elif stage == "evaluate":
         specific = {"evaluate": config["evaluate"], "device": config["train"]["device"],
                     "text_encoder": config["encoders"][config["text_encoder"]]}  # fmt: skip
     elif stage == "report":
-        specific = {}
+        specific = {"run_pools": {run: run_pool(config, run) for run in config["train"]["runs"]}}
     else:
         raise ValueError(f"unknown stage {stage!r}")
     return {**common, **specific}
@@ -58,10 +66,11 @@ def _measure_settings(config: dict) -> dict:
     return measure
 
 
-def _tower_specs(config: dict) -> dict:
+def _tower_specs(config: dict, image: str | None = None, text: str | None = None) -> dict:
+    image, text = image or config["image_encoder"], text or config["text_encoder"]
     return {
-        "image": {"alias": config["image_encoder"], **config["encoders"][config["image_encoder"]]},
-        "text": {"alias": config["text_encoder"], **config["encoders"][config["text_encoder"]]},
+        "image": {"alias": image, **config["encoders"][image]},
+        "text": {"alias": text, **config["encoders"][text]},
     }
 
 

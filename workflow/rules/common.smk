@@ -2,7 +2,15 @@
 import sys
 from pathlib import Path
 
-from vlalign.config import ConfigError, eval_sources, run_pool, scoring_run, train_settings, validate_config
+from vlalign.config import (
+    ConfigError,
+    eval_sources,
+    probe_encoders,
+    run_pool,
+    scoring_run,
+    train_settings,
+    validate_config,
+)
 from vlalign.evaluate.run import eval_dataset
 from vlalign.stages import stage_settings_json
 
@@ -15,7 +23,6 @@ except ConfigError as error:
 
 IMAGE_ENCODER = config["image_encoder"]
 TEXT_ENCODER = config["text_encoder"]
-PAIR = f"{IMAGE_ENCODER}__{TEXT_ENCODER}"
 EVAL_SOURCES = eval_sources(config)
 DATASETS = ["pool", *(eval_dataset(s) for s in EVAL_SOURCES)]
 RUNS = list(config["train"]["runs"])
@@ -26,6 +33,8 @@ wildcard_constraints:
     source="|".join(config["sources"]),
     dataset="|".join(DATASETS),
     encoder="|".join(config["encoders"]),
+    image_encoder="|".join(config["encoders"]),
+    text_encoder="|".join(config["encoders"]),
     run="|".join(RUNS),
     pool="|".join(POOLS),
     part=r"\d+",
@@ -39,9 +48,9 @@ def settings(stage):
 
 
 def download_input(wildcards):
-    """A URL table or image folder of the source, so editing it re-runs the download."""
+    """The URL table, image folder or benchmark folder of the source, so editing it re-runs the download."""
     source = config["sources"][wildcards.source]
-    return [source["path"]] if source["type"] in ("url_list", "folder") else []
+    return [source["path"]] if source["type"] in ("url_list", "folder", "sugarcrepe", "winoground") else []
 
 
 def convert_input(wildcards):

@@ -72,6 +72,8 @@ class ImageEncoder(torch.nn.Module):
     `self._prepare()`, and implement `features` on normalised float images.
     """
 
+    random_init: int | None = None  # set by create_encoder for an untrained control
+
     def __init__(self, spec: str, image_size: int, mean, std, pooling: str, device: str, path=None,
                  crop_ratio: float = 1.0, channels_last: bool = False, precision: str = "auto",
                  compile: bool = False):
@@ -136,11 +138,14 @@ class ImageEncoder(torch.nn.Module):
             "channels_last": self.channels_last,
             "compile": self.compile,
             "path": self.path,
+            "random_init": self.random_init,
         }
 
 
 class TextEncoder:
     """A frozen text tower: captions in, raw (not normalised) pooled float32 features out."""
+
+    random_init: int | None = None  # set by create_encoder for an untrained control
 
     spec: str
     dim: int
@@ -171,6 +176,7 @@ class TextEncoder:
             "prefix": self.prefix,
             "precision": self.precision,
             "path": self.path,
+            "random_init": self.random_init,
         }
 
 
@@ -186,7 +192,7 @@ def _parse(spec: str) -> tuple[str, str]:
     return kind, name
 
 
-OPTION_KEYS = ("path", "pooling", "max_length", "prefix", "model_kwargs", "precision", "compile")
+OPTION_KEYS = ("path", "pooling", "max_length", "prefix", "model_kwargs", "precision", "compile", "random_init")
 
 
 def encoder_options(entry: dict) -> dict:
@@ -228,13 +234,39 @@ def create_encoder(
     model_kwargs: dict | None = None,
     precision: str = "auto",
     compile: bool = False,
+    random_init: int | None = None,
 ) -> ImageEncoder | TextEncoder:
     """Build the encoder named by `spec` (see SPEC_FORMS); `path` loads local weights instead of a hub.
 
     `model_kwargs` go to the model constructor (timm.create_model, from_pretrained, SentenceTransformer),
     e.g. img_size=224 for a DINOv2 or trust_remote_code=True. `precision` is the autocast dtype
-    (see `resolve_precision`); `compile` runs image towers through torch.compile.
+    (see `resolve_precision`); `compile` runs image towers through torch.compile. `random_init` (a seed)
+    re-draws every weight: the same architecture untrained, the control of a probing matrix.
     """
+    encoder = _build_encoder(spec, device, path, pooling, max_length, prefix, model_kwargs, precision, compile)
+    if random_init is not None:
+        reinitialise(encoder.model, random_init)
+        encoder.random_init = int(random_init)
+    return encoder
+
+
+def reinitialise(model: torch.nn.Module, seed: int) -> None:
+    """Every parameter and buffer re-drawn from `seed`: each module's own `reset_parameters` (PyTorch's default
+    initialisation; normalisation layers also reset their running statistics), and N(0, 0.02) for parameters
+    held outside such modules (class tokens, position embeddings)."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            elif hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+            else:
+                for parameter in module.parameters(recurse=False):
+                    torch.nn.init.normal_(parameter, std=0.02)
+
+
+def _build_encoder(spec, device, path, pooling, max_length, prefix, model_kwargs, precision, compile):
     kind, name = _parse(spec)
     model_kwargs = dict(model_kwargs or {})
     text = is_text_spec(spec)
