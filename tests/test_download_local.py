@@ -203,3 +203,39 @@ def test_synthetic_compositional_source(tmp_path):
     again = run_download("shapes", source, tmp_path / "again", None, 100)
     assert again == {**summary, "seconds": again["seconds"]}
     assert [s.caption for s in all_samples(tmp_path / "again")] == [s.caption for s in samples]
+
+
+def test_eval_split_is_written_in_the_clip_benchmark_layout(tmp_path):
+    """An eval split whose samples all have a category is readable as a clip_benchmark set, by vlalign too."""
+    root = tmp_path / "val"
+    put(root / "zebra/a.jpg", image_bytes("JPEG")), put(root / "ant/b.png", image_bytes("PNG"))
+    put(root / "ant/c.png", image_bytes("PNG", colour=(0, 9, 0)))
+    out = tmp_path / "out"
+    run_download("val", source_config("folder", path=str(root), caption_template="a photo of a {}.",
+                                      eval_fraction=1.0), out, None, 2)  # fmt: skip
+    assert (out / "eval" / "classnames.txt").read_text() == "ant\nzebra\n"
+    templates = (out / "eval" / "zeroshot_classification_templates.txt").read_text().splitlines()
+    assert templates and all("{c}" in t for t in templates)
+    labels = {}
+    for path in shard_paths(out / "eval"):
+        with tarfile.open(path) as tar:
+            names = tar.getnames()
+            labels.update({n.removesuffix(".cls"): tar.extractfile(n).read() for n in names if n.endswith(".cls")})
+    assert sorted(labels.values()) == [b"0", b"0", b"1"] and len(names) % 4 == 0  # img, txt, json, cls
+    # Read back as a clip_benchmark set, the names upper-cased so the labels come from `cls`, not the json.
+    put(tmp_path / "upper.txt", (out / "eval" / "classnames.txt").read_text().upper())
+    again = tmp_path / "again"
+    source = source_config("webdataset", urls=[str(p) for p in shard_paths(out / "eval")], eval_fraction=1.0,
+                           classnames=str(tmp_path / "upper.txt"))  # fmt: skip
+    run_download("again", source, again, None, 10)
+    first = sorted((s.image, s.meta["category"].upper()) for s in all_samples(out))
+    assert sorted((s.image, s.meta["category"]) for s in all_samples(again)) == first
+
+
+def test_eval_split_without_categories_keeps_the_plain_layout(tmp_path):
+    put(tmp_path / "imgs/a.jpg", image_bytes("JPEG")), put(tmp_path / "imgs/a.txt", "a red square")
+    run_download("plain", source_config("folder", path=str(tmp_path / "imgs"), eval_fraction=1.0), tmp_path / "out",
+                 None, 10)  # fmt: skip
+    assert not (tmp_path / "out" / "eval" / "classnames.txt").exists()
+    with tarfile.open(shard_paths(tmp_path / "out" / "eval")[0]) as tar:
+        assert not any(name.endswith(".cls") for name in tar.getnames())

@@ -16,6 +16,7 @@ from typing import Iterable
 import pandas as pd
 
 from vlalign.data.benchmarks import BENCHMARKS, benchmark_items
+from vlalign.data.clip_benchmark import write_clip_benchmark_layout
 from vlalign.data.debian import extract_deb, fetch_deb
 from vlalign.data.folder import folder_items
 from vlalign.data.images import inspect_image
@@ -103,11 +104,20 @@ def write_items(name: str, items: Iterable[SourceItem], source: dict, out_dir: P
         progress.close()
         for writer in writers.values():
             writer.close()
+        if "eval" in writers:
+            write_clip_benchmark_layout(tmp / "eval", default_templates())
         manifest = manifest_frame(rows)
         with atomic_path(tmp / "manifest.parquet") as part:
             manifest.to_parquet(part, index=False)
         (tmp / "SOURCE").write_text(provenance + "\n")
     return manifest
+
+
+def default_templates() -> list[str]:
+    """The zero-shot templates the evaluate stage uses unless configured otherwise."""
+    from vlalign.config import load_schema
+
+    return load_schema()["properties"]["evaluate"]["properties"]["templates"]["default"]
 
 
 def download_debian(name: str, source: dict, out_dir: Path, deb_cache: Path, samples_per_shard: int) -> pd.DataFrame:
