@@ -54,9 +54,13 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     for f in (config, weights):
         if not f.is_file():
             raise FileNotFoundError(f"alignment checkpoint file missing: {f}")
-    info = json.loads(config.read_text())
-    if info.get("format") != FORMAT:
-        raise ValueError(f"{config}: not a {FORMAT} checkpoint config (format={info.get('format')!r})")
+    try:
+        info = json.loads(config.read_text())
+    except ValueError as exc:  # cut short or not JSON
+        raise ValueError(f"{config}: not a readable checkpoint config ({exc})") from exc
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        found = info.get("format") if isinstance(info, dict) else type(info).__name__
+        raise ValueError(f"{config}: not a {FORMAT} checkpoint config (format={found!r})")
     if info.get("weights_sha256") != sha256_file(weights):
         raise ValueError(f"{weights}: checksum differs from weights_sha256 in {config}; "
                          "the weights were replaced or damaged after saving")

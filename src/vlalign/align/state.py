@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -62,8 +63,20 @@ def latest_state(state_dir: str | os.PathLike) -> Path | None:
     return states[-1] if states else None
 
 
+def _damaged(path: Path, exc: Exception) -> ValueError:
+    cause = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
+    return ValueError(f"{path}: not a readable training state ({cause}); delete {path.parent.parent} to start over")
+
+
 def read_progress(folder: str | os.PathLike) -> dict:
-    return json.loads((Path(folder) / PROGRESS).read_text())
+    path = Path(folder) / PROGRESS
+    try:
+        progress = json.loads(path.read_text())
+        if not {"step", "fingerprint"} <= set(progress):
+            raise KeyError("step and fingerprint")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _damaged(path, exc) from exc
+    return progress
 
 
 def restore_state(folder: str | os.PathLike, model, optimizer, scheduler, device: torch.device) -> list[dict]:
@@ -72,7 +85,14 @@ def restore_state(folder: str | os.PathLike, model, optimizer, scheduler, device
     saved, _ = load_checkpoint(folder, device)
     model.load_state_dict(saved.state_dict())
     # map_location cpu: the RNG states must be CPU tensors; the optimiser moves its state to its parameters.
-    tensors = torch.load(folder / TENSORS, map_location="cpu", weights_only=True)
+    try:
+        tensors = torch.load(folder / TENSORS, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # Not torch's message: it suggests weights_only=False, which would run whatever the file holds.
+        raise ValueError(f"{folder / TENSORS}: holds objects other than tensors and containers, refused (loading "
+                         f"it could run code); delete {folder.parent} to start over") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise _damaged(folder / TENSORS, exc) from exc
     optimizer.load_state_dict(tensors["optimizer"])
     scheduler.load_state_dict(tensors["scheduler"])
     # RNGs last: rebuilding the saved model above draws from the torch RNG.

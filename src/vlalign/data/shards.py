@@ -122,8 +122,17 @@ def _samples_in_tar(tar: tarfile.TarFile, path: Path) -> Iterator[Sample]:
             group = {}
         current = key
         group[ext.lower()] = tar.extractfile(member).read()
+    check_tar_end(tar)
     if group:
         yield _to_sample(current, group, path)
+
+
+def check_tar_end(tar: tarfile.TarFile) -> None:
+    """Raise tarfile.ReadError unless an end-of-archive block followed the last member read: tarfile takes a
+    tar cut short at (or inside) a member header for a complete, shorter one, and its samples would be lost
+    silently. Call it when iteration has ended; works for seekable and stream (`r|`) modes alike."""
+    if tar.fileobj.tell() < tar.offset + tarfile.BLOCKSIZE:
+        raise tarfile.ReadError(f"cut short: no end-of-archive block after {tar.offset} bytes")
 
 
 def _to_sample(key: str, group: dict[str, bytes], path: Path) -> Sample:

@@ -207,28 +207,33 @@ def open_embeddings(path: str | os.PathLike) -> EmbeddingStore:
     meta_path = path / "meta.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{path}: no meta.json, so the embeddings are missing or unfinished")
-    meta = json.loads(meta_path.read_text())
-    dim = int(meta["dim"])
+    try:
+        meta = json.loads(meta_path.read_text())
+        dim, entries = int(meta["dim"]), [(entry["file"], int(entry["rows"])) for entry in meta["parts"]]
+        dtype, count = np.dtype(meta["dtype"]), int(meta["count"])
+    except (ValueError, KeyError, TypeError) as exc:  # cut short, or not written by EmbeddingWriter
+        raise ValueError(f"{meta_path}: not a readable embeddings meta.json ({type(exc).__name__}: {exc})") from exc
     parts = []
-    for entry in meta["parts"]:
-        part_path = path / entry["file"]
+    for file, rows in entries:
+        part_path = path / file
         if not part_path.exists():
             raise FileNotFoundError(f"{part_path}: part listed in meta.json is missing")
         try:
             part = np.load(part_path, mmap_mode="r", allow_pickle=False)
         except ValueError as exc:
             raise ValueError(f"{part_path}: not a readable .npy part ({exc})") from exc
-        if part.dtype != np.dtype(meta["dtype"]) or part.shape != (entry["rows"], dim):
-            raise ValueError(
-                f"{part_path}: expected {meta['dtype']} of shape ({entry['rows']}, {dim}), "
-                f"found {part.dtype} {part.shape}"
-            )
+        if part.dtype != dtype or part.shape != (rows, dim):
+            raise ValueError(f"{part_path}: expected {dtype} of shape ({rows}, {dim}), found {part.dtype} {part.shape}")
         parts.append(part)
-    index = pd.read_parquet(path / "index.parquet", columns=["row", "key"]).sort_values("row")
-    if len(index) != meta["count"] or not np.array_equal(index["row"].to_numpy(), np.arange(meta["count"])):
-        raise ValueError(f"{path / 'index.parquet'}: rows do not match the {meta['count']} embeddings")
-    if sum(len(p) for p in parts) != meta["count"]:
-        raise ValueError(f"{meta_path}: parts hold {sum(len(p) for p in parts)} rows, meta says {meta['count']}")
+    index_path = path / "index.parquet"
+    try:
+        index = pd.read_parquet(index_path, columns=["row", "key"]).sort_values("row")
+    except (OSError, ValueError, KeyError) as exc:  # pyarrow's errors derive from these
+        raise ValueError(f"{index_path}: not a readable index ({type(exc).__name__}: {exc})") from exc
+    if len(index) != count or not np.array_equal(index["row"].to_numpy(), np.arange(count)):
+        raise ValueError(f"{index_path}: rows do not match the {count} embeddings")
+    if sum(len(p) for p in parts) != count:
+        raise ValueError(f"{meta_path}: parts hold {sum(len(p) for p in parts)} rows, meta says {count}")
     return EmbeddingStore(path, meta, parts, index["key"].tolist())
 
 
