@@ -67,7 +67,9 @@ def write_report(metrics_files: list[Path], out_dir: Path, train_dirs: dict[str,
         table.to_csv(part)
     headline = [c for c in HEADLINE if c in table.columns] or list(table.columns)
     short = table[headline].rename(columns=_short)
-    sections = [Section("Headline", table=short, figure=plot_comparison(table, out_dir / "comparison.png"))]
+    # The probe cells have their own figures (probing matrix): the bars compare the trained runs.
+    runs = table.loc[[m for m in table.index if not str(m).startswith("probe:")]]
+    sections = [Section("Headline", table=short, figure=plot_comparison(runs, out_dir / "comparison.png"))]
     sections.append(Section("Every model × every metric", table=table.T))
     if train_dirs:
         curves = {run: pd.read_csv(Path(folder) / "curves.csv") for run, folder in train_dirs.items()}
@@ -188,7 +190,7 @@ def _html(title: str, sections: list[Section]) -> str:
 def plot_comparison(table: pd.DataFrame, path: Path) -> Path | None:
     """Grouped bars of the headline metrics per model, pool sizes in the legend."""
     metrics = [c for c in HEADLINE if c in table.columns and c != "train_pairs"]
-    if not metrics:
+    if not metrics or table.empty:
         return None
     import matplotlib
 
@@ -207,6 +209,6 @@ def plot_comparison(table: pd.DataFrame, path: Path) -> Path | None:
     ax.set_ylabel("score (fraction)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, title="model (training pool)")
-    ax.set_title("Evaluation of every run and the linear probe")
+    ax.set_title("Evaluation of every trained run")
     fig.tight_layout()
     return save_figure(fig, path)
