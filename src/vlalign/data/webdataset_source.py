@@ -18,6 +18,7 @@ import fsspec
 from braceexpand import braceexpand
 from fsspec.implementations.local import LocalFileSystem
 
+from vlalign.data.shards import check_tar_end
 from vlalign.data.sources import SourceItem, caption_lines, class_caption, safe_key
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
@@ -62,6 +63,7 @@ def _groups(stream: IO[bytes], max_bytes: int) -> Iterator[tuple[str, dict[str, 
                 oversized.append(f"{ext} ({member.size} bytes)")
             else:
                 group[ext] = tar.extractfile(member).read()
+        check_tar_end(tar)  # before the last sample, which a cut may have left without some members
     if key is not None:
         yield key, group, oversized
 
@@ -99,7 +101,10 @@ def _item(name: str, url: str, shard: str, member_key: str, group: dict[str, byt
     meta = _metadata(group)
     if meta is not None and len(captions) > 1:
         meta = {"captions": captions, **meta}  # several captions: the first is the sample's caption
-    if class_problem:
+    if member_key.startswith("/") or ".." in member_key.split("/"):
+        # Nothing is extracted by name here, but a shard that tries to escape is not one to trust.
+        item.error, item.detail = "unsafe_name", f"member path {member_key!r} leaves the shard"
+    elif class_problem:
         item.error, item.detail = "bad_label", class_problem
     elif oversized:
         item.error, item.detail = "too_large_bytes", ", ".join(oversized)
