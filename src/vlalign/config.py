@@ -58,7 +58,46 @@ def validate_config(config: dict) -> dict:
             raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     _check_overrides(config, validator)
     _check_references(config)
+    problems = _input_problems(config)
+    if problems:
+        raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
     return config
+
+
+def _input_problems(config: dict) -> list[str]:
+    """Local files and folders the config names must exist, and source settings must suit their type: refused
+    here, before any job, not by the job that reads them hours later. Paths with a scheme are the job's to fetch."""
+    from vlalign.data.webdataset_source import expand_urls
+
+    wanted = []  # (key, path, "file" | "folder" | "path")
+    problems = []
+    for name, source in config["sources"].items():
+        key, kind = f"sources.{name}", source["type"]
+        if kind in ("url_list", "folder") and source.get("path"):
+            wanted.append((f"{key}.path", source["path"], "file" if kind == "url_list" else "folder"))
+        if source.get("classnames"):
+            wanted.append((f"{key}.classnames", source["classnames"], "file"))
+        if kind == "webdataset":
+            for pattern in (u for u in source.get("urls") or [] if "://" not in u):
+                try:
+                    missing = [shard for shard in expand_urls([pattern]) if not Path(shard).is_file()]
+                except FileNotFoundError as exc:  # a glob that matches nothing
+                    missing = [str(exc)]
+                if missing:
+                    problems.append(f"{key}.urls: {len(missing)} shard(s) of {pattern!r} missing, first: {missing[0]}")
+            for option in ("max_items", "per_class"):
+                if source.get(option) is not None:
+                    problems.append(f"{key}.{option}: not supported for webdataset sources (read once, as a stream)")
+        if kind == "url_list" and source.get("per_class") is not None:
+            problems.append(f"{key}.per_class: needs categories, which a url_list does not have")
+    wanted.append(("curate.measure.concepts", config["curate"]["measure"].get("concepts"), "file"))
+    wanted.append(("curate.filters.balance.entries", config["curate"]["filters"]["balance"].get("entries"), "file"))
+    wanted += [(f"encoders.{alias}.path", entry.get("path"), "path") for alias, entry in config["encoders"].items()]
+    exists = {"file": Path.is_file, "folder": Path.is_dir, "path": Path.exists}
+    for key, path, kind in wanted:
+        if path and "://" not in str(path) and not exists[kind](Path(path)):
+            problems.append(f"{key}: {path} is not a {'file or folder' if kind == 'path' else kind}")
+    return problems
 
 
 def _check_overrides(config: dict, validator) -> None:
