@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -95,25 +96,42 @@ def _experiment_id(client, name: str, uri: str) -> str:
         return found.experiment_id
 
 
+# MLflow's own HTTP defaults retry a refused request for minutes (7 retries, backoff factor 2): a job logging a
+# metric per step would stall for hours on a store that went away. A user's own settings win.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}  # fmt: skip
+# After a failed call the store is left alone this long (calls in between are counted, not made), then tried again.
+RETRY_AFTER_S = 60.0
+
+
 class StageRun:
     """Handle on the MLflow run of one stage execution; every call reports, never raises, on store errors."""
 
-    def __init__(self, client, run_id: str | None):
+    def __init__(self, client, run_id: str | None, uri: str = ""):
         self.client = client
         self.run_id = run_id
+        self.uri = uri
         self.errors: list[str] = []
+        self.skipped = 0  # calls not made while the store was failing
+        self._retry_at = 0.0
 
     def _call(self, what: str, method: str, *args, run_id: str | None = None, **kwargs) -> None:
         """Call `MlflowClient.<method>(run_id, ...)`; a store error is reported and remembered."""
         run_id = run_id or self.run_id
         if run_id is None:
             return
+        if time.monotonic() < self._retry_at:
+            self.skipped += 1
+            return
         try:
             getattr(self.client, method)(run_id, *args, **kwargs)
         except Exception as exc:  # the store failing must not lose the stage's outputs
-            message = f"MLflow {what} failed: {type(exc).__name__}: {exc}"
-            self.errors.append(message)
-            print(f"vlalign tracking: {message}", file=sys.stderr, flush=True)
+            self._report(f"MLflow {what} failed at {self.uri}: {type(exc).__name__}: {exc}")
+            self._retry_at = time.monotonic() + RETRY_AFTER_S
+
+    def _report(self, message: str) -> None:
+        self.errors.append(message)
+        print(f"vlalign tracking: {message}", file=sys.stderr, flush=True)
 
     def log_params(self, params: dict) -> None:
         from mlflow.entities import Param
@@ -125,8 +143,6 @@ class StageRun:
 
     def log_metrics(self, metrics: dict, step: int | None = None, run_id: str | None = None) -> None:
         """Log numeric values; `run_id` logs to another run (an evaluation onto its trained model)."""
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -146,7 +162,8 @@ class StageRun:
         """Small files become artifacts; large files and folders are recorded as path + sha256."""
         path = Path(path)
         digest, size = path_digest(path)
-        self.set_tags({f"output.{name}.path": str(path.resolve()), f"output.{name}.sha256": digest, f"output.{name}.bytes": size})
+        self.set_tags({f"output.{name}.path": str(path.resolve()), f"output.{name}.sha256": digest,
+                       f"output.{name}.bytes": size})  # fmt: skip
         if path.is_file() and size <= SMALL_ARTIFACT_BYTES:
             self._call("log artifact", "log_artifact", str(path))
 
@@ -171,7 +188,9 @@ def stage_run(
         **{f"wildcard.{k}": v for k, v in wildcards.items()},
     }
     name = run_name or "-".join([rule, *map(str, wildcards.values())])
-    run = StageRun(None, None)
+    run = StageRun(None, None, uri)
+    for variable, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(variable, value)
     try:
         from mlflow import MlflowClient
 
@@ -179,12 +198,10 @@ def stage_run(
             client = MlflowClient(tracking_uri=uri)
             experiment_id = _experiment_id(client, experiment, uri)
             created = client.create_run(experiment_id, run_name=name, tags=tags)
-        run = StageRun(client, created.info.run_id)
+        run = StageRun(client, created.info.run_id, uri)
         run.log_params(settings)
     except Exception as exc:
-        message = f"MLflow run could not be opened at {uri}: {type(exc).__name__}: {exc}"
-        run.errors.append(message)
-        print(f"vlalign tracking: {message}", file=sys.stderr, flush=True)
+        run._report(f"MLflow run could not be opened at {uri}: {type(exc).__name__}: {exc}")
     status = "FAILED"
     try:
         yield run
@@ -193,3 +210,7 @@ def stage_run(
         if run.errors and status == "FINISHED":
             run.set_tags({"tracking_errors": len(run.errors)})
         run._call("end run", "set_terminated", status=status)
+        if run.errors:
+            # The last word in the job's log: its outputs stand, its MLflow record does not.
+            print(f"vlalign tracking: {len(run.errors)} MLflow call(s) failed and {run.skipped} were skipped: this "
+                  f"{rule} run is not recorded in MLflow in full ({uri})", file=sys.stderr, flush=True)
