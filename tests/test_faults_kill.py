@@ -119,6 +119,27 @@ def test_embed_killed_resumes_and_equals_an_uninterrupted_run(kind, beton, tmp_p
     assert not work_dir(out).exists()
 
 
+def test_convert_killed_leaves_no_beton_and_the_rerun_clears_its_leftovers(tmp_path):
+    rng = np.random.default_rng(0)
+    with ShardWriter(tmp_path / "shards", samples_per_shard=1000) as writer:
+        for i in range(400):  # noise: large PNGs, so the write lasts long enough to be killed in
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (160, 160, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            writer.write(Sample(f"n{i:03d}", buffer.getvalue(), "png", f"noise number {i}"))
+    out = tmp_path / "beton"
+    settings = {"experiment": "kill", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                "convert": {"max_resolution": 160, "jpeg_quality": 90, "num_workers": 1, "write_mode": "raw"}}
+    command = ["convert", "--settings", json.dumps(settings), "--inputs", str(tmp_path / "shards"),
+               "--beton", str(out / "data.beton"), "--table", str(out / "data.parquet")]  # fmt: skip
+    child = spawn([sys.executable, "-m", "vlalign.cli", *command])
+    kill_when(child, lambda: any(out.glob(".data.beton.*.part")), "convert")
+    left = sorted(p.name for p in out.iterdir())
+    assert "data.beton" not in left and "data.parquet" not in left  # only temporary names
+    assert any(name.endswith(".spill") for name in left)  # the killed job's copy of every image
+    assert main(command) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["data.beton", "data.parquet"]
+
+
 # --- train -------------------------------------------------------------------------------------------
 
 TRAIN = {"head": "star", "target_dim": 16, "width_factor": 2, "batch_size": 32, "epochs": 4, "lr": 1e-2,

@@ -6,10 +6,25 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def remove_leftovers(path: Path, kind: str = "part") -> None:
+    """Remove the temporary siblings (`.NAME.XXXXXXXX.<kind>`, tempfile's 8 random characters) that a killed
+    writer of `path` left behind: each output has one writer at a time, so any found now are stale, and a
+    killed job's half-written .beton or store must not stay on disk until someone notices."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.{re.escape(kind)}")
+    if not path.parent.is_dir():
+        return
+    for stale in path.parent.iterdir():
+        if pattern.fullmatch(stale.name) and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        elif pattern.fullmatch(stale.name):
+            stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -17,6 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
@@ -32,6 +48,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
         yield tmp

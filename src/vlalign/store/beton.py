@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.shards import Sample, decode_rgb, iter_samples, shard_paths
-from ..io import atomic_path
+from ..io import atomic_path, remove_leftovers
 
 WHITE = (255, 255, 255)
 
@@ -111,7 +111,9 @@ def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path,
     beton_path, table_path = Path(beton_path), Path(table_path)
     beton_path.parent.mkdir(parents=True, exist_ok=True)
     rows, skipped, seen = [], [], {}
-    with tempfile.TemporaryDirectory(prefix=".spill-", dir=beton_path.parent) as spill_dir:
+    remove_leftovers(beton_path, "spill")  # a killed writer's copy of every image
+    spill_at = {"prefix": f".{beton_path.name}.", "suffix": ".spill", "dir": beton_path.parent}
+    with tempfile.TemporaryDirectory(**spill_at) as spill_dir:
         spill = Path(spill_dir) / "images.bin"
         offsets = [0]
         samples = (
