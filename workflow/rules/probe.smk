@@ -78,6 +78,8 @@ rule probe_matrix:
         out_dir=lambda wildcards, output: str(Path(output.table).parent),
     log:
         "results/logs/probe_matrix.log",
+    benchmark:
+        "results/benchmarks/probe_matrix.tsv"
     conda:
         "../../envs/vlalign.yaml"
     shell:
