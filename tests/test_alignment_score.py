@@ -35,3 +35,12 @@ def test_stores_of_different_samples_are_refused(tmp_path):
     save_checkpoint(tmp_path / "ckpt", AlignmentModel(4, 4, head="linear", target_dim=2), {})
     with pytest.raises(ValueError, match="same samples"):
         alignment_scores(tmp_path / "ckpt", tmp_path / "img", tmp_path / "txt")
+
+
+def test_embeddings_of_other_encoders_are_refused_naming_the_checkpoint(tmp_path):
+    store(tmp_path / "img", np.ones((3, 6)), ["a", "b", "c"])
+    store(tmp_path / "txt", np.ones((3, 4)), ["a", "b", "c"])
+    save_checkpoint(tmp_path / "ckpt", AlignmentModel(4, 4, head="linear", target_dim=2), {})
+    with pytest.raises(ValueError, match=r"checkpoint .*ckpt was trained on 4-d image features, but these image "
+                                         r"embeddings are \(3, 6\)"):  # fmt: skip
+        alignment_scores(tmp_path / "ckpt", tmp_path / "img", tmp_path / "txt")

@@ -24,6 +24,6 @@ def alignment_scores(checkpoint: str | Path, image_dir: str | Path, text_dir: st
     scores = np.empty(len(keys), dtype=np.float32)
     for start in range(0, len(keys), batch_size):
         stop = start + batch_size
-        z_img, z_txt = project(model, images[start:stop], texts[start:stop])
+        z_img, z_txt = project(model, images[start:stop], texts[start:stop], name=f"checkpoint {checkpoint}")
         scores[start:stop] = (z_img * z_txt).sum(axis=1)
     return pd.DataFrame({"key": keys, "alignment_score": scores})
