@@ -80,7 +80,7 @@ def plot_curation_effect(fates: dict[str, dict[str, int]], scores: pd.DataFrame,
     pools = list(fates)
     filters = list(dict.fromkeys(name for fate in fates.values() for name in fate if name != "kept"))
     colours = {name: f"C{(index + 3) % 10}" for index, name in enumerate(filters)}
-    fig, (fate_ax, score_ax) = plt.subplots(1, 2, figsize=(13, 1.2 + 0.55 * max(len(pools), 4)),
+    fig, (fate_ax, score_ax) = plt.subplots(1, 2, figsize=(13, 2.6 + 0.55 * max(len(pools), 4)),
                                             gridspec_kw={"width_ratios": [1.2, 1]})  # fmt: skip
     for row, pool in enumerate(pools):
         left = 0
@@ -92,7 +92,7 @@ def plot_curation_effect(fates: dict[str, dict[str, int]], scores: pd.DataFrame,
     fate_ax.set_yticks(range(len(pools)), pools)
     fate_ax.invert_yaxis()
     fate_ax.set(xlabel="samples of the pool", title="what each curated pool keeps")
-    fate_ax.legend(fontsize=7, loc="lower right")
+    fate_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.18), ncol=3)
     ordered = scores.reindex(pools)
     for metric in (c for c in scores.columns if c != "train_pairs"):
         score_ax.plot(range(len(pools)), ordered[metric].to_numpy(float), "o-",
@@ -101,7 +101,7 @@ def plot_curation_effect(fates: dict[str, dict[str, int]], scores: pd.DataFrame,
     score_ax.set_xticks(range(len(pools)), labels, fontsize=8)
     score_ax.set(ylabel="score (fraction)", ylim=(0, 1), title="the run trained on each pool")
     score_ax.grid(alpha=0.3)
-    score_ax.legend(fontsize=7)
+    score_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.22), ncol=2)
     fig.tight_layout()
     return save_figure(fig, path)
 

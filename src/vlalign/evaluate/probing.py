@@ -132,9 +132,10 @@ def plot_scatter(table: pd.DataFrame, found: pd.DataFrame, knn_ks: list[int], pa
             stats = found[(found["measure"] == measure) & (found["text_encoder"] == text)].iloc[0]
             ax.scatter(part[f"mean.{measure}"], part[ALIGNMENT], s=36,
                        label=f"{text}: r={stats['pearson']:.2f}, ρ={stats['spearman']:.2f}")  # fmt: skip
-            for _, row in part.iterrows():
+            # Alternately above and below: encoders of one family often sit side by side.
+            for index, (_, row) in enumerate(part.sort_values(f"mean.{measure}").iterrows()):
                 ax.annotate(row["image_encoder"], (row[f"mean.{measure}"], row[ALIGNMENT]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
+                            xytext=(3, 4 if index % 2 else -10), textcoords="offset points")  # fmt: skip
         overall = found[(found["measure"] == measure) & (found["text_encoder"] == "all")].iloc[0]
         ax.set_title(f"{_label(measure)}  (all: r={overall['pearson']:.2f}, ρ={overall['spearman']:.2f})", fontsize=9)
         ax.set_xlabel(f"{_label(measure)}, mean over the sets")

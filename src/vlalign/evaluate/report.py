@@ -96,7 +96,9 @@ def _curation_section(table: pd.DataFrame, headline: list[str], run_pools: dict[
         decisions = pd.read_parquet(Path(folder) / "decisions.parquet", columns=["kept", "reason"])
         dropped = decisions.loc[~decisions["kept"], "reason"].value_counts()
         fates[pool] = {"kept": int(decisions["kept"].sum()), **{str(k): int(v) for k, v in dropped.items()}}
-    by_pool = {pool: run for run, pool in run_pools.items() if run in table.index and pool in fates}
+    # In the configured pool order (run_pools arrives sorted by run name).
+    runs_of = {pool: run for run, pool in run_pools.items() if run in table.index}
+    by_pool = {pool: runs_of[pool] for pool in fates if pool in runs_of}
     scores = table.loc[list(by_pool.values()), [c for c in headline if c in table.columns]]
     scores.index = list(by_pool)
     fates = {pool: fates[pool] for pool in by_pool}
