@@ -20,6 +20,7 @@ import torch
 import yaml
 from PIL import Image
 from source_config import shard_contents
+from train_fixtures import write_pair_stores
 
 from vlalign.align.checkpoint import load_checkpoint
 from vlalign.cli import main
@@ -29,7 +30,7 @@ from vlalign.data.shards import Sample, ShardWriter
 from vlalign.download import run_download
 from vlalign.embed import embed_images, embed_texts
 from vlalign.store.beton import write_beton
-from vlalign.store.embeddings import EmbeddingWriter, open_embeddings, work_dir
+from vlalign.store.embeddings import open_embeddings, work_dir
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -148,16 +149,7 @@ TRAIN = {"head": "star", "target_dim": 16, "width_factor": 2, "batch_size": 32, 
 
 @pytest.fixture
 def train_inputs(tmp_path):
-    rng = np.random.default_rng(0)
-    keys = [f"k{i:04d}" for i in range(600)]
-    image = rng.standard_normal((len(keys), 24)).astype(np.float32)
-    text = image @ rng.standard_normal((24, 16)).astype(np.float32)
-    for name, array in (("img", image), ("txt", text)):
-        writer = EmbeddingWriter(tmp_path / name, array.shape[1], meta={"spec": "test"})
-        writer.append(array, keys)
-        writer.close()
-    pd.DataFrame({"key": keys, "kept": True}).to_parquet(tmp_path / "decisions.parquet")
-    return tmp_path
+    return write_pair_stores(tmp_path, 600, 24, 16)
 
 
 def train_command(inputs: Path, out: Path) -> list[str]:

@@ -3,14 +3,13 @@
 import contextlib
 from argparse import Namespace
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
+from train_fixtures import write_pair_stores
 
 from vlalign import commands
 from vlalign.align.checkpoint import load_checkpoint
-from vlalign.store.embeddings import EmbeddingWriter
 
 SETTINGS = {
     "experiment": "test", "tracking_uri": None, "device": "cpu",
@@ -41,16 +40,7 @@ class FakeRun:
 
 @pytest.fixture
 def inputs(tmp_path):
-    rng = np.random.default_rng(0)
-    keys = [f"k{i:03d}" for i in range(200)]
-    image = rng.standard_normal((200, 12)).astype(np.float32)
-    text = image @ rng.standard_normal((12, 8)).astype(np.float32)
-    for name, array in (("img", image), ("txt", text)):
-        writer = EmbeddingWriter(tmp_path / name, array.shape[1], meta={"spec": "test"})
-        writer.append(array, keys)
-        writer.close()
-    pd.DataFrame({"key": keys, "kept": True}).to_parquet(tmp_path / "decisions.parquet")
-    return tmp_path
+    return write_pair_stores(tmp_path, 200, 12, 8)
 
 
 def _train(inputs, monkeypatch, out, run):
