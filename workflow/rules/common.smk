@@ -99,4 +99,5 @@ def negative_embeddings(encoder):
 
 def print_summary(path):
     if Path(path).exists():
-        print(f"\n{Path(path).read_text().split('## All metrics')[0]}")
+        # The title and the headline section: the sections after it are for reading in the file.
+        print("\n" + "\n## ".join(Path(path).read_text().split("\n## ")[:2]))

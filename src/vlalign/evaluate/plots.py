@@ -9,6 +9,11 @@ import pandas as pd
 from vlalign.io import atomic_path
 
 
+def metric_label(column: str, separator: str = " ") -> str:
+    """A metric column as a short label: `eval_x.mean_recall_at_10` -> `eval_x mean R@10`."""
+    return column.replace("_recall_at_", " R@").replace(".", separator)
+
+
 def plot_training_curves(history: list[dict], path: Path, title: str = "training") -> None:
     """Loss (train per step, validation per epoch), logit scale and bias, learning rate against step."""
     import matplotlib
@@ -96,7 +101,7 @@ def plot_curation_effect(fates: dict[str, dict[str, int]], scores: pd.DataFrame,
     ordered = scores.reindex(pools)
     for metric in (c for c in scores.columns if c != "train_pairs"):
         score_ax.plot(range(len(pools)), ordered[metric].to_numpy(float), "o-",
-                      label=metric.replace("_recall_at_", " R@").replace(".", " "))  # fmt: skip
+                      label=metric_label(metric))  # fmt: skip
     labels = [f"{pool}\n{int(fates[pool].get('kept', 0)):,} kept" for pool in pools]
     score_ax.set_xticks(range(len(pools)), labels, fontsize=8)
     score_ax.set(ylabel="score (fraction)", ylim=(0, 1), title="the run trained on each pool")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vlalign.evaluate.plots import plot_curation_effect, plot_runs_training_curves, save_figure
+from vlalign.evaluate.plots import metric_label, plot_curation_effect, plot_runs_training_curves, save_figure
 from vlalign.io import atomic_path
 
 # Columns shown in the headline table, in this order, when present.
@@ -49,10 +49,6 @@ def collect(metrics_files: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("model").sort_index(axis=1)
 
 
-def _short(column: str) -> str:
-    return column.replace("_recall_at_", " R@").replace(".", " ")
-
-
 def write_report(metrics_files: list[Path], out_dir: Path, train_dirs: dict[str, Path] | None = None,
                  run_pools: dict[str, str] | None = None, pool_dirs: dict[str, Path] | None = None,
                  probing_dir: Path | None = None) -> str:  # fmt: skip
@@ -66,7 +62,7 @@ def write_report(metrics_files: list[Path], out_dir: Path, train_dirs: dict[str,
     with atomic_path(out_dir / "summary.csv") as part:
         table.to_csv(part)
     headline = [c for c in HEADLINE if c in table.columns] or list(table.columns)
-    short = table[headline].rename(columns=_short)
+    short = table[headline].rename(columns=metric_label)
     # The probe cells have their own figures (probing matrix): the bars compare the trained runs.
     runs = table.loc[[m for m in table.index if not str(m).startswith("probe:")]]
     sections = [Section("Headline", table=short, figure=plot_comparison(runs, out_dir / "comparison.png"))]
@@ -105,7 +101,7 @@ def _curation_section(table: pd.DataFrame, headline: list[str], run_pools: dict[
     figure = plot_curation_effect(fates, scores, out_dir / "curation_effect.png")
     counts = pd.DataFrame(fates).T.fillna(0).astype(int)
     counts.index.name = "pool"
-    joined = counts.join(scores.drop(columns="train_pairs", errors="ignore").rename(columns=_short))
+    joined = counts.join(scores.drop(columns="train_pairs", errors="ignore").rename(columns=metric_label))
     return Section("Curation effect", "Samples each curated pool keeps and drops (by the first filter that failed), "
                    "and the scores of the run trained on it.", table=joined, figure=figure)  # fmt: skip
 
@@ -207,7 +203,7 @@ def plot_comparison(table: pd.DataFrame, path: Path) -> Path | None:
         label = f"{model} ({int(pairs):,} pairs)" if pd.notna(pairs) else model
         ax.bar(np.arange(len(metrics)) + i * width, row[metrics].fillna(0).to_numpy(float), width, label=label)
     ax.set_xticks(np.arange(len(metrics)) + width * (len(table) - 1) / 2)
-    ax.set_xticklabels([m.replace("_recall_at_", " R@").replace(".", "\n") for m in metrics], fontsize=8)
+    ax.set_xticklabels([metric_label(m, "\n") for m in metrics], fontsize=8)
     ax.set_ylabel("score (fraction)")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8, title="model (training pool)")
