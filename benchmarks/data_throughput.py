@@ -8,7 +8,7 @@ samples per CPU second. The CPU figure is per core and barely moves when other w
 shares the machine, so it is the one to compare between runs.
 
 Every stage calls the code the workflow runs: `run_download` on a URL list served from
-127.0.0.1 by `vlalign.testing.ImageServer` (in a child process whose CPU time is left
+127.0.0.1 by the tests' `ImageServer` (`tests/image_server.py`) (in a child process whose CPU time is left
 out), the building blocks `measure_pool` is made of (then `measure_pool` itself, whose
 table `decide` reads), `alignment_scores`, `decide`, `write_beton` and `verify_beton`.
 """
@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import resource
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -31,21 +32,24 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
+from machine import describe_machine
+
 from vlalign.align.checkpoint import save_checkpoint
 from vlalign.align.heads import AlignmentModel
-from vlalign.config import load_schema
 from vlalign.curate.alignment import alignment_scores
 from vlalign.curate.captions import measure_captions
 from vlalign.curate.concepts import load_entries, match_concepts
 from vlalign.curate.decide import decide
 from vlalign.curate.language import measure_language
 from vlalign.curate.measure import _contamination, _duplicates, _measure_images, _ocr, check_settings, measure_pool
+from vlalign.data.download import run_download
 from vlalign.data.shards import Sample, ShardWriter, iter_samples, shard_paths
-from vlalign.download import run_download
-from vlalign.machine import describe_machine
+from vlalign.schema import default, defaults
 from vlalign.store.beton import verify_beton, write_beton
 from vlalign.store.embeddings import EmbeddingWriter
-from vlalign.testing import ImageServer
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+from image_server import ImageServer  # noqa: E402  (the tests' loopback server)
 
 COLOURS = ("red", "green", "blue", "yellow", "black", "orange", "purple", "grey")
 SHAPES = ("circle", "square", "triangle", "star")
@@ -86,10 +90,6 @@ class Stages:
         self.figures[name] = {"samples": samples, "wall_s": round(wall, 4), "cpu_s": round(cpu, 4),
                               "samples_per_s": round(samples / wall, 1), "samples_per_cpu_s": round(samples / cpu, 1),
                               **extra}  # fmt: skip
-
-
-def schema_defaults(properties: dict) -> dict:
-    return {key: spec["default"] for key, spec in properties.items() if "default" in spec}
 
 
 def synthetic_image(rng: np.random.Generator, text: str | None) -> Image.Image:
@@ -208,8 +208,7 @@ def bench_download(stages: Stages, pool: list[Sample], pool_dir: Path, work: Pat
         base = conn.recv()
         table = url_table(pool, base, rng)
         table.to_parquet(work / "urls.parquet")
-        properties = load_schema()["properties"]["sources"]["additionalProperties"]["properties"]
-        source = {**schema_defaults(properties), "type": "url_list", "path": str(work / "urls.parquet")}
+        source = {"type": "url_list", "path": str(work / "urls.parquet")}
         with stages.timed("download", len(table)) as extra:
             summary = run_download("bench", source, work / "downloaded", None, per_shard)
             extra.update({key: summary[key] for key in ("ok", "failed", "skipped")},
@@ -246,10 +245,9 @@ def main() -> None:
     # Requests must reach the local server directly, whatever proxy the environment names.
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
     rng = np.random.default_rng(args.seed)
-    schema = load_schema()["properties"]
-    per_shard = schema["samples_per_shard"]["default"]
+    per_shard = default("samples_per_shard")
     settings = {**check_settings({} if args.workers is None else {"workers": args.workers}), "progress": False}
-    convert = schema_defaults(schema["convert"]["properties"])
+    convert = defaults("convert")
     if args.workers is not None:
         convert["num_workers"] = args.workers
     stages = Stages()

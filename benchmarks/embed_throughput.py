@@ -39,9 +39,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from vlalign.data.shards import Sample, ShardWriter
-from vlalign.embed import embed_images, resolve_device
+from vlalign.devices import resolve_device
+from vlalign.embed.features import embed_images
 from vlalign.encoders import create_encoder
-from vlalign.machine import describe_machine
+from machine import describe_machine
 from vlalign.store.beton import write_beton
 
 WORDS = ("a photo of the red car parked near an old stone bridge over a quiet river at sunset with "
@@ -114,8 +115,8 @@ def naive_baseline(images: list[bytes], spec: str, options: dict, batch: int, wo
 
 def vlalign_pipeline(beton: Path, table: Path, out: Path, spec: str, options: dict, batch: int, workers: int,
                      device: str) -> dict:
-    summary = embed_images(beton, table, spec, options, out, batch_size=batch, num_workers=workers, device=device,
-                           progress=False)  # fmt: skip
+    summary = embed_images(beton, table, {"spec": spec, "batch_size": batch, **options}, out,
+                           {"num_workers": workers, "device": device}, progress=False)  # fmt: skip
     return {"items": summary["count"], "seconds": summary["seconds"], "steady": summary["steady_items_per_s"]}
 
 

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from vlalign.align.losses import LOSSES
-from vlalign.embed import resolve_device
-from vlalign.machine import describe_machine, in_fresh_process, peak_memory_mark, peak_memory_since
+from vlalign.devices import resolve_device
+from machine import describe_machine, in_fresh_process, peak_memory_mark, peak_memory_since
 
 
 def loss_step(loss: str, batch: int, dim: int, chunk: int | None, device: str) -> dict:

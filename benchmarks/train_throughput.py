@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from vlalign.align.heads import AlignmentModel
 from vlalign.align.optim import Lion
 from vlalign.align.trainer import train_alignment
-from vlalign.embed import resolve_device
-from vlalign.machine import describe_machine, in_fresh_process, peak_memory_mark, peak_memory_since
+from vlalign.devices import resolve_device
+from machine import describe_machine, in_fresh_process, peak_memory_mark, peak_memory_since
 
 
 def _embeddings(args) -> tuple[np.ndarray, np.ndarray]:

@@ -116,9 +116,9 @@ def deb_cache(demo_debs, tmp_path) -> Path:
 
 @pytest.fixture
 def server(request, monkeypatch):
-    """The local image server of `vlalign.testing` on 127.0.0.1; a test module may set
+    """The local image server of `image_server` on 127.0.0.1; a test module may set
     SERVER_MAX_BYTES_HINT for the size of its oversized bodies."""
-    from vlalign.testing import ImageServer
+    from image_server import ImageServer
 
     # A proxy from the environment must not carry requests meant for this machine's loopback.
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

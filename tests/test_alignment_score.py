@@ -4,7 +4,7 @@ import pytest
 from vlalign.align.checkpoint import save_checkpoint
 from vlalign.align.heads import AlignmentModel
 from vlalign.curate.alignment import alignment_scores
-from vlalign.evaluate.aligned import project
+from vlalign.align.projection import project
 from vlalign.store.embeddings import EmbeddingWriter
 
 

@@ -1,32 +1,27 @@
-"""The synthetic compositionality set: determinism, negatives false of their scenes, Winoground pairs, shards
-that read back, and images that show what their captions say (checked on the pixels, not the description)."""
+"""The synthetic compositionality set: determinism, negatives false of their scenes, Winoground pairs, items as
+the download stage writes them, and images that show what their captions say (checked on the pixels, not the
+description)."""
 
 from __future__ import annotations
 
 import io
-import tarfile
 from collections import Counter
 from itertools import product
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 from scipy import ndimage
 
 from vlalign.data import compositional as comp
-from vlalign.data.shards import decode_rgb, iter_samples, shard_paths
+from vlalign.data.images import decode_rgb
 
 N, SEED, SIZE = 80, 3, 224
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory):
-    out = tmp_path_factory.mktemp("compositional") / "set"
-    counts = comp.write_compositional_set(out, n=N, seed=SEED, image_size=SIZE, samples_per_shard=30)
-    samples = list(iter_samples(shard_paths(out)))
-    return out, counts, samples
+def samples():
+    return list(comp.compositional_items("shapes", N, SEED, image_size=SIZE))
 
 
 def _true_captions(scene: dict) -> set[str]:
@@ -53,28 +48,17 @@ def _true_captions(scene: dict) -> set[str]:
     return captions
 
 
-def _members(folder: Path) -> dict[str, bytes]:
-    members = {}
-    for path in shard_paths(folder):
-        with tarfile.open(path) as tar:
-            members.update({f"{path.name}/{m.name}": tar.extractfile(m).read() for m in tar if m.isfile()})
-    return members
+def _as_tuples(items) -> list[tuple]:
+    return [(i.key, i.origin, i.caption, i.image, i.image_ext, i.meta) for i in items]
 
 
-def test_same_seed_gives_identical_bytes(tmp_path):
-    first = comp.write_compositional_set(tmp_path / "a", n=24, seed=7, samples_per_shard=10)
-    second = comp.write_compositional_set(tmp_path / "b", n=24, seed=7, samples_per_shard=10)
-    assert first == second and first["shards"] == 3
-    # Tar headers carry the write time (ShardWriter's TarWriter stamps members), so compare what they hold.
-    assert _members(tmp_path / "a") == _members(tmp_path / "b")
-    for table in ("negatives.parquet", "winoground.parquet"):
-        assert (tmp_path / "a" / table).read_bytes() == (tmp_path / "b" / table).read_bytes()
-    comp.write_compositional_set(tmp_path / "c", n=24, seed=8, samples_per_shard=10)
-    assert _members(tmp_path / "c") != _members(tmp_path / "a")
+def test_same_seed_gives_identical_bytes():
+    first = _as_tuples(comp.compositional_items("shapes", 24, 7))
+    assert first == _as_tuples(comp.compositional_items("shapes", 24, 7)) and len(first) == 24
+    assert _as_tuples(comp.compositional_items("shapes", 24, 8)) != first
 
 
-def test_captions_true_and_every_negative_false_of_its_scene(written):
-    _, _, samples = written
+def test_captions_true_and_every_negative_false_of_its_scene(samples):
     for sample in samples:
         scene, truths = sample.meta["scene"], _true_captions(sample.meta["scene"])
         assert sample.caption in truths and comp.caption_is_true(sample.caption, scene)
@@ -87,15 +71,8 @@ def test_captions_true_and_every_negative_false_of_its_scene(written):
         assert len({n["type"] for n in sample.meta["negatives"]}) == len(sample.meta["negatives"])
 
 
-def test_every_negative_type_occurs_and_the_table_matches_the_shards(written):
-    out, counts, samples = written
-    table = pd.read_parquet(out / "negatives.parquet")
-    assert list(table.columns) == ["key", "caption", "type"]
-    assert set(table["type"]) == set(comp.NEGATIVE_TYPES)
-    from_shards = [(s.key, n["caption"], n["type"]) for s in samples for n in s.meta["negatives"]]
-    assert list(table.itertuples(index=False, name=None)) == from_shards
-    assert counts["negatives"] == len(table)
-    assert all(counts[f"negatives_{t}"] == (table["type"] == t).sum() for t in comp.NEGATIVE_TYPES)
+def test_every_negative_type_occurs_and_fits_its_scene(samples):
+    assert {n["type"] for s in samples for n in s.meta["negatives"]} == set(comp.NEGATIVE_TYPES)
     count_only = {"change_count"}
     relation_only = {"swap_attribute", "swap_object", "replace_relation"}
     for sample in samples:
@@ -103,37 +80,30 @@ def test_every_negative_type_occurs_and_the_table_matches_the_shards(written):
         assert not types & (relation_only if sample.meta["scene"]["kind"] == "count" else count_only)
 
 
-def test_winoground_pairs_permute_words_and_each_caption_fits_one_image(written):
-    out, counts, samples = written
-    by_key = {s.key: s for s in samples}
-    pairs = pd.read_parquet(out / "winoground.parquet")
-    assert len(pairs) == counts["winoground_pairs"] == (N // 4) // 2
-    assert pairs["pair"].is_unique
-    for row in pairs.itertuples():
-        a, b = by_key[row.key_a], by_key[row.key_b]
-        assert (row.caption_a, row.caption_b) == (a.caption, b.caption)
+def test_winoground_pairs_permute_words_and_each_caption_fits_one_image(samples):
+    paired = [s for s in samples if "winoground" in s.meta]
+    pairs = list(zip(paired[::2], paired[1::2]))
+    assert len(paired) == 2 * len(pairs) and len(pairs) == (N // 4) // 2
+    assert len({a.meta["winoground"]["pair"] for a, _ in pairs}) == len(pairs)
+    for a, b in pairs:
+        pair, variant = a.meta["winoground"]["pair"], a.meta["winoground"]["variant"]
+        assert a.meta["winoground"] == {"pair": pair, "role": "a", "variant": variant}
+        assert b.meta["winoground"] == {"pair": pair, "role": "b", "variant": variant}
         assert a.caption != b.caption and sorted(a.caption.split()) == sorted(b.caption.split())
-        assert a.meta["winoground"] == {"pair": row.pair, "role": "a", "variant": row.variant}
-        assert b.meta["winoground"] == {"pair": row.pair, "role": "b", "variant": row.variant}
         truths_a, truths_b = _true_captions(a.meta["scene"]), _true_captions(b.meta["scene"])
         assert a.caption in truths_a and a.caption not in truths_b
         assert b.caption in truths_b and b.caption not in truths_a
-    in_pairs = set(pairs["key_a"]) | set(pairs["key_b"])
-    assert {s.key for s in samples if "winoground" in s.meta} == in_pairs
     # Every way of building a pair is used on a larger set (generation alone, nothing rendered).
     variants = {item["winoground"]["variant"] for item in comp.generate(400, seed=0) if "winoground" in item}
     assert variants == set(comp.WINOGROUND_VARIANTS)
 
 
-def test_shards_read_back_with_the_project_reader(written):
-    out, counts, samples = written
-    assert len(shard_paths(out)) == counts["shards"] == 3
-    assert len(samples) == counts["scenes"] == N == counts["count_scenes"] + counts["relation_scenes"]
-    assert [s.key for s in samples] == [f"comp-{i:06d}" for i in range(N)]
-    assert sorted(p.name for p in out.iterdir()) == ["negatives.parquet", "shard-000000.tar", "shard-000001.tar",
-                                                     "shard-000002.tar", "winoground.parquet"]  # fmt: skip
+def test_items_are_download_ready(samples):
+    assert [s.key for s in samples] == [f"shapes_comp-{i:06d}" for i in range(N)]
+    assert {s.meta["scene"]["kind"] for s in samples} == {"count", "relation"}
     for sample in samples:
-        assert sample.image_ext == "png" and sample.meta["source"] == "compositional"
+        assert sample.image_ext == "png" and sample.error is None
+        assert sample.origin == f"synthetic:{SEED}:{sample.key.removeprefix('shapes_')}"
         assert Image.open(io.BytesIO(sample.image)).size == (SIZE, SIZE)
         assert sample.caption == comp.caption_of(comp.scene_claim(sample.meta["scene"]))
 
@@ -142,8 +112,7 @@ def _mask(pixels: np.ndarray, colour: str) -> np.ndarray:
     return (pixels == np.array(comp.COLOURS[colour])).all(axis=-1)
 
 
-def test_images_show_what_the_captions_say(written):
-    _, _, samples = written
+def test_images_show_what_the_captions_say(samples):
     for sample in samples:
         pixels = np.asarray(decode_rgb(sample.image))
         scene = sample.meta["scene"]
@@ -184,25 +153,3 @@ def test_parser_and_evaluator_on_hand_written_scenes():
     for bad in ("a red circle", "two red circle", "one red circles", "a red circle near a blue square"):
         with pytest.raises(ValueError, match="not a caption"):
             comp.parse_caption(bad)
-
-
-def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
-    calls = []
-
-    def failing_render(scene, image_size):
-        calls.append(scene)
-        if len(calls) > 5:
-            raise RuntimeError("killed")
-        return Image.new("RGB", (image_size, image_size))
-
-    monkeypatch.setattr(comp, "render", failing_render)
-    with pytest.raises(RuntimeError, match="killed"):
-        comp.write_compositional_set(tmp_path / "set", n=12, seed=0)
-    assert not (tmp_path / "set").exists() and not list(tmp_path.iterdir())
-
-
-def test_example_grid(written, tmp_path):
-    out, _, _ = written
-    path = comp.save_example_grid(out, tmp_path / "examples.png", count=12)
-    with Image.open(path) as image:
-        assert image.format == "PNG" and image.size[0] > 600

@@ -18,8 +18,8 @@ from source_config import source_config
 
 from vlalign.config import ConfigError, validate_config
 from vlalign.data.shards import iter_samples, shard_paths
-from vlalign.download import run_download
-from vlalign.evaluate.run import compositional_metrics
+from vlalign.data.download import run_download
+from vlalign.evaluate.evaluation import compositional_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ def test_demo_config_is_valid_and_defaults_are_filled(demo):
         (lambda c: c["embed"].update(parts=0), "embed.parts"),
         (lambda c: c["train"].update(gpus=0), "train.gpus"),
         (lambda c: c["sources"].update(s={"type": "synthetic_compositional"}), "sources.s.eval_fraction: a synthetic"),
-        (lambda c: c["evaluate"].update(compositional=["tuxpaint"]), "not a synthetic_compositional source"),
+        (lambda c: c["evaluate"].update(compositional=["tuxpaint"]), "is not a source of type sugarcrepe, synthetic_compositional, winoground"),
         (lambda c: c["probe"].update(image_encoders=[]), "probe.image_encoders"),
         (lambda c: c["probe"].update(text_encoders=["minilm_l6", "nope"]), "probe.text_encoders.1: 'nope' is not"),
         (lambda c: c["probe"].update(image_encoders=["minilm_l6"]), "probe.image_encoders.0: 'minilm_l6' is not an"),

@@ -4,7 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vlalign.curate.captions import DEFAULT_BOILERPLATE, boilerplate_match, content_words, measure_captions
+from vlalign.curate.captions import boilerplate_match, content_words, measure_captions
+from vlalign.schema import default
+
+DEFAULT_BOILERPLATE = default("curate.measure.boilerplate")
 from vlalign.curate.concepts import load_entries, match_concepts
 from vlalign.curate.dedup import greedy_duplicates, hamming, nearest, phash_codes
 from vlalign.curate.ocr import caption_overlap

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from vlalign.align.trainer import train_alignment
 
 SETTINGS = dict(head="star", target_dim=16, width_factor=2, batch_size=64, epochs=2, lr=1e-3, optimizer="adamw",
-                val_fraction=0.1, loss_chunk_size=16)  # fmt: skip
+                val_fraction=0.1, loss_chunk_size=16, precision="fp32")  # fmt: skip
 
 
 def _pairs(n: int = 300):

@@ -5,7 +5,7 @@ import pytest
 from vlalign.data.images import inspect_image
 from vlalign.data.shards import iter_samples, shard_paths
 from vlalign.data.sources import SourceItem, openclipart_title, safe_key, split_of
-from vlalign.download import run_download, select_items
+from vlalign.data.download import run_download, select_items
 
 
 def source(type_, **kw):
@@ -62,7 +62,7 @@ def test_fashion_mnist_per_class_subset(deb_cache, tmp_path):
     assert first.key == first_inverted.key
     import numpy as np
 
-    from vlalign.data.shards import decode_rgb
+    from vlalign.data.images import decode_rgb
 
     assert (np.asarray(decode_rgb(first.image)) == 255 - np.asarray(decode_rgb(first_inverted.image))).all()
 

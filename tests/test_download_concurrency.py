@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from source_config import shard_contents, source_config
 
-from vlalign.download import run_download
+from vlalign.data.download import run_download
 
 THREADS = 4
 CHUNK = 20

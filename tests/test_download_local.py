@@ -16,8 +16,8 @@ from source_config import source_config
 from vlalign.data.images import inspect_image
 from vlalign.data.shards import iter_samples, shard_paths
 from vlalign.data.webdataset_source import expand_urls
-from vlalign.download import run_download
-from vlalign.testing import image_bytes
+from vlalign.data.download import run_download
+from image_server import image_bytes
 
 
 def all_samples(out: Path) -> list:

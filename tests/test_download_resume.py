@@ -15,8 +15,9 @@ import pytest
 from source_config import shard_contents, source_config
 
 from vlalign.data import url_download
-from vlalign.download import run_download
-from vlalign.testing import ImageServer
+from vlalign.data.download import run_download
+from vlalign.io import work_dir
+from image_server import ImageServer
 
 CHUNK = 3
 
@@ -57,7 +58,7 @@ def test_resume_after_a_crash_and_a_cut_shard(server, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="injected crash"):
         run_download("web", source, out, None, CHUNK)
     monkeypatch.setattr(url_download._ChunkWriter, "finish", finish)
-    work = url_download.work_dir(out)
+    work = work_dir(out)
     assert not out.exists() and len(list((work / "chunks").glob("*.json"))) == 3
     done_before = finished_chunk_paths(work, paths)
 
@@ -87,7 +88,7 @@ def test_changed_input_refetches_only_changed_chunks(server, tmp_path):
     out = tmp_path / "web"
     # A finished run's work folder is its output; put it back as an interrupted run would have left it.
     run_download("web", source, out, None, CHUNK)
-    os.replace(out, url_download.work_dir(out))
+    os.replace(out, work_dir(out))
     table = pd.read_parquet(tmp_path / "urls.parquet")
     table.loc[7, "caption"] = "a new caption"
     table.to_parquet(tmp_path / "urls.parquet")
@@ -102,8 +103,8 @@ def test_resume_after_the_process_is_killed(server, tmp_path):
     paths = write_list(server, tmp_path / "urls.parquet", n=16, query="?delay=0.1")
     source = source_config("url_list", path=str(tmp_path / "urls.parquet"), threads=1, retries=0)
     out = tmp_path / "web"
-    work = url_download.work_dir(out)
-    script = ("import json, sys; from vlalign.download import run_download; "
+    work = work_dir(out)
+    script = ("import json, sys; from vlalign.data.download import run_download; "
               "run_download('web', json.loads(sys.argv[1]), sys.argv[2], None, 2)")  # fmt: skip
     child = subprocess.Popen([sys.executable, "-c", script, json.dumps(source), str(out)], stderr=subprocess.DEVNULL)
     try:

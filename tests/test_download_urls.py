@@ -10,8 +10,8 @@ from source_config import source_config
 
 from vlalign.data.images import inspect_image
 from vlalign.data.shards import iter_samples, shard_paths
-from vlalign.download import run_download
-from vlalign.testing import ImageServer
+from vlalign.data.download import run_download
+from image_server import ImageServer
 
 MAX_BYTES = 50_000
 SERVER_MAX_BYTES_HINT = MAX_BYTES  # read by the conftest `server` fixture

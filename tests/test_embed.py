@@ -10,10 +10,14 @@ import torch
 from fixtures_models import write_test_shards
 
 from vlalign.cli import main
-from vlalign.embed import embed_images, embed_texts, part_rows, resolve_device
+from vlalign.devices import resolve_device
+from vlalign.embed.features import embed_images, embed_texts, part_rows
 from vlalign.encoders import create_encoder
 from vlalign.store.beton import image_loader, write_beton
 from vlalign.store.embeddings import EmbeddingWriter, open_embeddings
+
+CPU_ONE_WORKER = {"num_workers": 1, "device": "cpu"}
+MINILM = {"spec": "all-minilm-l6-v2", "batch_size": 4}
 
 # numba (0.68) raises KeyError in the finalizer of ffcv's per-Loader compiled functions when
 # they are garbage collected mid-run; harmless, and silent outside pytest.
@@ -40,7 +44,7 @@ def direct_image_features(dataset):
 
 
 def _embed_lite0(dataset, out, **kwargs):
-    return embed_images(*dataset, "efficientnet-lite0", {}, out, batch_size=4, num_workers=1, device="cpu",
+    return embed_images(*dataset, {"spec": "efficientnet-lite0", "batch_size": 4}, out, CPU_ONE_WORKER,
                         progress=False, **kwargs)
 
 
@@ -55,8 +59,7 @@ def test_embed_images_matches_encoder(dataset, direct_image_features, tmp_path):
 
 
 def test_embed_texts_matches_encoder(dataset, tmp_path):
-    summary = embed_texts(dataset[1], "all-minilm-l6-v2", {}, tmp_path / "txt", batch_size=4, device="cpu",
-                          progress=False, rows_per_part=3)
+    summary = embed_texts(dataset[1], MINILM, tmp_path / "txt", CPU_ONE_WORKER, progress=False, rows_per_part=3)
     assert (summary["count"], summary["dim"]) == (10, 384)
     table = pd.read_parquet(dataset[1])
     store = open_embeddings(tmp_path / "txt")
@@ -96,8 +99,8 @@ def test_resume_after_kill_continues_from_finished_parts(dataset, direct_image_f
 def test_table_and_beton_must_agree(dataset, tmp_path):
     pd.read_parquet(dataset[1]).iloc[:5].to_parquet(tmp_path / "short.parquet")
     with pytest.raises(ValueError, match="holds 10 images"):
-        embed_images(dataset[0], tmp_path / "short.parquet", "efficientnet-lite0", {}, tmp_path / "img",
-                     num_workers=1, device="cpu", progress=False)
+        embed_images(dataset[0], tmp_path / "short.parquet", {"spec": "efficientnet-lite0"}, tmp_path / "img",
+                     CPU_ONE_WORKER, progress=False)
 
 
 def test_resolve_device():
@@ -172,8 +175,8 @@ def test_part_rows_cover_every_row_once():
 
 
 def test_extra_caption_set_embeds_the_samples_that_have_it(dataset, tmp_path):
-    summary = embed_texts(dataset[1], "all-minilm-l6-v2", {}, tmp_path / "category", batch_size=4, device="cpu",
-                          progress=False, caption_field="category")  # fmt: skip
+    summary = embed_texts(dataset[1], MINILM, tmp_path / "category", CPU_ONE_WORKER, caption_field="category",
+                          progress=False)  # fmt: skip
     store = open_embeddings(tmp_path / "category")
     assert summary["count"] == 3 and store.keys == ["wide", "alpha", "tall"]  # "big" has category None
     expected = create_encoder("all-minilm-l6-v2").encode(["shapes", "shapes", "objects"])

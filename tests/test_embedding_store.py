@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from vlalign.store.embeddings import EmbeddingWriter, gather_embeddings, open_embeddings, work_dir
+from vlalign.io import work_dir
+from vlalign.store.embeddings import EmbeddingWriter, gather_embeddings, open_embeddings
 
 DIM = 6
 META = {"spec": "test-encoder", "pooling": "cls"}

@@ -8,7 +8,7 @@ import torch
 from transformers import BertConfig, BertModel, BertTokenizer, ViTConfig, ViTImageProcessor, ViTModel
 
 from vlalign.encoders import ImageEncoder, TextEncoder, check_encoder_entry, create_encoder, is_text_spec
-from vlalign.encoders.registry import resolve_precision
+from vlalign.devices import resolve_precision
 
 TINY_VIT = dict(img_size=32, depth=1, embed_dim=32, num_heads=2)
 TINY_RESNET = dict(layers=[1, 1, 1, 1], channels=(8, 16, 32, 64), stem_width=8)

@@ -2,8 +2,8 @@ import numpy as np
 import torch
 
 from vlalign.align.heads import AlignmentModel
-from vlalign.evaluate.aligned import project
-from vlalign.evaluate.run import class_embeddings, class_prompts
+from vlalign.align.projection import project
+from vlalign.evaluate.evaluation import class_embeddings, class_prompts
 
 
 class FakeTextEncoder:
@@ -41,7 +41,7 @@ def test_project_normalises_and_keeps_none():
 
 
 def test_imagenet80_templates_expand_in_place():
-    from vlalign.evaluate.run import class_prompts, expand_templates
+    from vlalign.evaluate.evaluation import class_prompts, expand_templates
 
     templates = expand_templates(["a clip art of a {}.", "imagenet80"])
     assert len(templates) == 81 == len(set(templates)) and templates[0] == "a clip art of a {}."
@@ -54,7 +54,7 @@ def test_caption_sets_list_every_caption_with_its_image():
 
     import pandas as pd
 
-    from vlalign.evaluate.run import caption_sets
+    from vlalign.evaluate.evaluation import caption_sets
 
     metas = [{"captions": ["a dog", "a puppy", "a brown dog"]}, {}, {"captions": ["a cow"]}]
     table = pd.DataFrame({"caption": ["a dog", "a cat", "a cow"], "meta_json": [json.dumps(m) for m in metas]})
@@ -66,7 +66,7 @@ def test_caption_sets_list_every_caption_with_its_image():
 
 def test_compositional_metrics_on_a_hand_made_set():
     """Two images with typed negatives and one Winoground pair; captions embed as fixed unit vectors."""
-    from vlalign.evaluate.run import compositional_metrics
+    from vlalign.evaluate.evaluation import compositional_metrics
 
     vectors = {"red left": [1.0, 0.0], "blue left": [0.0, 1.0], "red right": [0.8, 0.6], "two reds": [0.6, 0.8]}
     z_img = np.array([[1.0, 0.0], [0.0, 1.0]])

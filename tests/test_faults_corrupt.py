@@ -19,7 +19,7 @@ from source_config import source_config
 from vlalign.align.checkpoint import load_checkpoint
 from vlalign.align.trainer import train_alignment
 from vlalign.cli import main
-from vlalign.download import run_download
+from vlalign.data.download import run_download
 from vlalign.store.embeddings import EmbeddingWriter
 
 pytestmark = pytest.mark.filterwarnings(

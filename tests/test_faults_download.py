@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 from source_config import shard_contents, source_config
 
-from vlalign.data import url_download
-from vlalign.data.shards import decode_rgb
-from vlalign.download import run_download
-from vlalign.testing import ImageServer
+from vlalign.data.images import decode_rgb
+from vlalign.data.download import run_download
+from vlalign.io import work_dir
+from image_server import ImageServer
 
 ROWS = 1002
 CHUNK = 100  # samples_per_shard: 11 chunks, the unit a killed download keeps
@@ -85,8 +85,8 @@ def test_a_third_of_1002_urls_misbehave_and_a_killed_download_ends_the_same(serv
 
     # The same download killed (SIGKILL) after some chunks are finished, then run again.
     out = tmp_path / "web"
-    work = url_download.work_dir(out)
-    script = ("import json, sys; from vlalign.download import run_download; "
+    work = work_dir(out)
+    script = ("import json, sys; from vlalign.data.download import run_download; "
               f"run_download('web', json.loads(sys.argv[1]), sys.argv[2], None, {CHUNK})")  # fmt: skip
     child = subprocess.Popen([sys.executable, "-c", script, json.dumps(source), str(out)],
                              stderr=subprocess.DEVNULL)  # fmt: skip

@@ -25,12 +25,12 @@ from train_fixtures import write_pair_stores
 from vlalign.align.checkpoint import load_checkpoint
 from vlalign.cli import main
 from vlalign.config import validate_config
-from vlalign.data import url_download
 from vlalign.data.shards import Sample, ShardWriter
-from vlalign.download import run_download
-from vlalign.embed import embed_images, embed_texts
+from vlalign.data.download import run_download
+from vlalign.embed.features import embed_images, embed_texts
+from vlalign.io import work_dir
 from vlalign.store.beton import write_beton
-from vlalign.store.embeddings import open_embeddings, work_dir
+from vlalign.store.embeddings import open_embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -83,9 +83,10 @@ def beton(tmp_path_factory):
 
 EMBED = {
     # rows_per_part a multiple of the batch: a resumed run meets the same batches as an uninterrupted one.
-    "images": ("embed_images", dict(encoder_spec="efficientnet-lite0", batch_size=4, num_workers=1,
-                                    rows_per_part=8)),
-    "texts": ("embed_texts", dict(encoder_spec="all-minilm-l6-v2", batch_size=1, rows_per_part=4)),
+    "images": ("embed_images", dict(encoder={"spec": "efficientnet-lite0", "batch_size": 4},
+                                    embed={"num_workers": 1, "device": "cpu"}, rows_per_part=8)),
+    "texts": ("embed_texts", dict(encoder={"spec": "all-minilm-l6-v2", "batch_size": 1}, embed={"device": "cpu"},
+                                  rows_per_part=4)),
 }  # fmt: skip
 
 
@@ -93,7 +94,7 @@ def _embed(kind: str, beton, out: Path) -> dict:
     function, options = EMBED[kind]
     inputs = {"beton_path": beton[0], "table_path": beton[1]} if kind == "images" else {"table_path": beton[1]}
     run = embed_images if kind == "images" else embed_texts
-    return run(**inputs, encoder_options={}, out_dir=out, device="cpu", progress=False, **options)
+    return run(**inputs, out_dir=out, progress=False, **options)
 
 
 @pytest.mark.parametrize("kind", EMBED)
@@ -101,8 +102,8 @@ def test_embed_killed_resumes_and_equals_an_uninterrupted_run(kind, beton, tmp_p
     out = tmp_path / "emb"
     function, options = EMBED[kind]
     inputs = [str(beton[0]), str(beton[1])] if kind == "images" else [str(beton[1])]
-    script = (f"import json, sys; from vlalign.embed import {function}; "
-              f"{function}(*sys.argv[2:], encoder_options={{}}, out_dir=sys.argv[1], device='cpu', progress=False, "
+    script = (f"import json, sys; from vlalign.embed.features import {function}; "
+              f"{function}(*sys.argv[2:], out_dir=sys.argv[1], progress=False, "
               f"**json.loads({json.dumps(json.dumps(options))}))")  # fmt: skip
     child = spawn([sys.executable, "-c", script, str(out), *inputs])
     kill_when(child, lambda: finished_parts(out) >= 2, f"embed {kind}")
@@ -208,7 +209,7 @@ def test_snakemake_download_killed_then_rerun_ends_as_an_uninterrupted_run(serve
     env.pop("MLFLOW_TRACKING_URI", None)
     command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--cores", "1", "results/download/web"]
     out = tmp_path / "results" / "download" / "web"
-    work = url_download.work_dir(out)
+    work = work_dir(out)
 
     child = spawn(command, cwd=tmp_path, env=env)
     kill_when(child, lambda: len(list(work.glob("chunks/*.json"))) >= 2, "snakemake")

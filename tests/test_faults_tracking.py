@@ -121,7 +121,7 @@ def test_the_store_lost_mid_run_leaves_outputs_complete_and_the_failure_reported
     settings = {"experiment": "lost", "tracking_uri": uri, "device": "cpu", "convert": {"max_resolution": 64},
                 "encoders": {"image": {"alias": "i", "spec": "t"}, "text": {"alias": "t", "spec": "t"}},
                 "train": {"head": "star", "target_dim": 16, "width_factor": 2, "batch_size": 32, "epochs": 6,
-                          "checkpoint_every": 2}}  # fmt: skip
+                          "checkpoint_every": 2, "val_fraction": 0.0, "precision": "fp32"}}  # fmt: skip
     out, state = tmp_path / "train" / "basic", tmp_path / "train" / ".basic.state"
     env = clean_env()
     for name in HTTP_DEFAULTS:

@@ -17,8 +17,8 @@ from PIL import Image
 import vlalign
 from vlalign.cli import main
 from vlalign.data.shards import Sample, ShardWriter
-from vlalign.embed import embed_images, embed_texts
-from vlalign.evaluate.aligned import project
+from vlalign.embed.features import embed_images, embed_texts
+from vlalign.align.projection import project
 from vlalign.model import prepare_image
 from vlalign.store.beton import image_loader, write_beton
 from vlalign.store.embeddings import open_embeddings
@@ -63,14 +63,16 @@ def trained(tmp_path_factory):
     # Raw pixels, so the stored images are exactly what convert produced (no JPEG rounding).
     write_beton([root / "shards"], beton, table, max_resolution=MAX_RESOLUTION, num_workers=1, write_mode="raw")
     options = {"precision": "fp32"}
-    embed_images(beton, table, "efficientnet-lite0", options, root / "img", batch_size=4, num_workers=1,
-                 device="cpu", progress=False)  # fmt: skip
-    embed_texts(table, "all-minilm-l6-v2", options, root / "txt", batch_size=4, device="cpu", progress=False)
+    cpu = {"num_workers": 1, "device": "cpu"}
+    embed_images(beton, table, {"spec": "efficientnet-lite0", "batch_size": 4, **options}, root / "img", cpu,
+                 progress=False)  # fmt: skip
+    embed_texts(table, {"spec": "all-minilm-l6-v2", "batch_size": 4, **options}, root / "txt", cpu, progress=False)
     (root / "pool").mkdir()
     pd.DataFrame({"key": [k for k, _, _ in items], "kept": True}).to_parquet(root / "pool" / "decisions.parquet")
     settings = {
         "experiment": "model-test", "tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "device": "cpu",
-        "train": {"head": "star", "width_factor": 2, "target_dim": 16, "batch_size": 4, "epochs": 2, "lr": 1e-3},
+        "train": {"head": "star", "width_factor": 2, "target_dim": 16, "batch_size": 4, "epochs": 2, "lr": 1e-3,
+                  "val_fraction": 0.0, "precision": "fp32"},
         "encoders": ENCODERS, "convert": {"max_resolution": MAX_RESOLUTION},
     }  # fmt: skip
     out = root / "train" / "tiny"

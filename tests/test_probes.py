@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from vlalign.evaluate.probes import knn_accuracy, linear_probe_accuracy
+from vlalign.probe.classifiers import knn_accuracy, linear_probe_accuracy
 
 
 def unit(degrees: float) -> np.ndarray:

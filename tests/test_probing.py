@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from vlalign.evaluate.probing import correlations, matrix_table, write_probing_matrix
+from vlalign.probe.matrix import correlations, matrix_table, write_probing_matrix
 
 KS = [10, 20]
 IMAGES = ["good", "fair", "random"]

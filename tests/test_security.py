@@ -15,8 +15,8 @@ from source_config import source_config
 
 from vlalign.data.images import inspect_image
 from vlalign.data.shards import iter_samples
-from vlalign.download import run_download
-from vlalign.testing import image_bytes, png_bomb
+from vlalign.data.download import run_download
+from image_server import image_bytes, png_bomb
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from train_fixtures import write_pair_stores
 
-from vlalign import commands
+from vlalign.align import train_stage
 from vlalign.align.checkpoint import load_checkpoint
 
 SETTINGS = {
@@ -44,10 +44,11 @@ def inputs(tmp_path):
 
 
 def _train(inputs, monkeypatch, out, run):
-    monkeypatch.setattr(commands, "_run", lambda *args, **kwargs: contextlib.nullcontext(run))
+    monkeypatch.setattr(train_stage, "track", lambda *args, **kwargs: contextlib.nullcontext(run))
     args = Namespace(image_embeddings=str(inputs / "img"), text_embeddings=str(inputs / "txt"),
-                     pool_decisions=str(inputs / "decisions.parquet"), out=str(out), run="basic")
-    commands.train(SETTINGS, args)
+                     pool_decisions=str(inputs / "decisions.parquet"), out=str(out), run="basic",
+                     negative_embeddings=None, extra_text_embeddings=[])
+    train_stage.STAGE.run(SETTINGS, args)
 
 
 def test_train_resumes_after_a_kill_and_removes_its_state(inputs, monkeypatch, capsys):

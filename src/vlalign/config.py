@@ -7,55 +7,23 @@ The same validation runs in the Snakefile (before any job starts) and in every
 from __future__ import annotations
 
 import copy
-from functools import cache
-from importlib import resources
 from pathlib import Path
 
-import jsonschema
 import yaml
 
-from vlalign.data.benchmarks import BENCHMARKS, layout_problems
-from vlalign.io import sha256_json
+from vlalign.schema import ConfigError, DefaultsValidator, defaults_errors, key_path, load_schema
 
-SCHEMA_PATH = Path(str(resources.files("vlalign") / "schemas" / "config.schema.yaml"))
-
-
-class ConfigError(ValueError):
-    """A configuration that must be refused before any work starts."""
-
-
-@cache
-def load_schema() -> dict:
-    return yaml.safe_load(SCHEMA_PATH.read_text())
-
-
-def _defaults_filling_validator():
-    base = jsonschema.Draft202012Validator
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, subschema in properties.items():
-                if "default" in subschema and name not in instance:
-                    instance[name] = copy.deepcopy(subschema["default"])
-        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(base, {"properties": set_defaults})
-
-
-def _key_path(error: jsonschema.ValidationError) -> str:
-    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+__all__ = ["ConfigError", "load_config", "load_schema", "validate_config"]
 
 
 def validate_config(config: dict) -> dict:
     """Return a validated copy of `config` with every default filled in; raise ConfigError naming the key."""
     config = copy.deepcopy(config)
-    validator = _defaults_filling_validator()(load_schema())
-    # Two passes: defaults inserted in the first (e.g. an empty `train: {}`) are checked in the second.
-    for _ in range(2):
-        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-        if errors:
-            lines = [f"  {_key_path(e)}: {e.message}" for e in errors]
-            raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    validator = DefaultsValidator(load_schema())
+    errors = defaults_errors(validator, config)
+    if errors:
+        lines = [f"  {key_path(e)}: {e.message}" for e in errors]
+        raise ConfigError("invalid configuration:\n" + "\n".join(lines))
     _check_overrides(config, validator)
     _check_references(config)
     problems = _input_problems(config)
@@ -67,33 +35,14 @@ def validate_config(config: dict) -> dict:
 def _input_problems(config: dict) -> list[str]:
     """Local files and folders the config names must exist, and source settings must suit their type: refused
     here, before any job, not by the job that reads them hours later. Paths with a scheme are the job's to fetch."""
-    from vlalign.data.webdataset_source import expand_urls
+    from vlalign.data.download import source_problems
 
-    wanted = []  # (key, path, "file" | "folder" | "path")
-    problems = []
-    for name, source in config["sources"].items():
-        key, kind = f"sources.{name}", source["type"]
-        if kind in ("url_list", "folder") and source.get("path"):
-            wanted.append((f"{key}.path", source["path"], "file" if kind == "url_list" else "folder"))
-        if source.get("classnames"):
-            wanted.append((f"{key}.classnames", source["classnames"], "file"))
-        if kind == "webdataset":
-            for pattern in (u for u in source.get("urls") or [] if "://" not in u):
-                try:
-                    missing = [shard for shard in expand_urls([pattern]) if not Path(shard).is_file()]
-                except FileNotFoundError as exc:  # a glob that matches nothing
-                    missing = [str(exc)]
-                if missing:
-                    problems.append(f"{key}.urls: {len(missing)} shard(s) of {pattern!r} missing, first: {missing[0]}")
-            for option in ("max_items", "per_class"):
-                if source.get(option) is not None:
-                    problems.append(f"{key}.{option}: not supported for webdataset sources (read once, as a stream)")
-        if kind == "url_list" and source.get("per_class") is not None:
-            problems.append(f"{key}.per_class: needs categories, which a url_list does not have")
-    wanted.append(("curate.measure.concepts", config["curate"]["measure"].get("concepts"), "file"))
-    wanted.append(("curate.filters.balance.entries", config["curate"]["filters"]["balance"].get("entries"), "file"))
+    problems = [f"sources.{name}.{problem}" for name, source in config["sources"].items()
+                for problem in source_problems(source)]  # fmt: skip
+    wanted = [("curate.measure.concepts", config["curate"]["measure"]["concepts"], "file"),
+              ("curate.filters.balance.entries", config["curate"]["filters"]["balance"]["entries"], "file")]
     wanted += [(f"encoders.{alias}.path", entry.get("path"), "path") for alias, entry in config["encoders"].items()]
-    exists = {"file": Path.is_file, "folder": Path.is_dir, "path": Path.exists}
+    exists = {"file": Path.is_file, "path": Path.exists}
     for key, path, kind in wanted:
         if path and "://" not in str(path) and not exists[kind](Path(path)):
             problems.append(f"{key}: {path} is not a {'file or folder' if kind == 'path' else kind}")
@@ -110,13 +59,14 @@ def _check_overrides(config: dict, validator) -> None:
     for key, override in overrides.items():
         merged = {**config["train"]["defaults"], **override}
         for error in settings_validator.iter_errors(merged):
-            problems.append(f"  {key}{'.' + _key_path(error) if error.absolute_path else ''}: {error.message}")
+            problems.append(f"  {key}{'.' + key_path(error) if error.absolute_path else ''}: {error.message}")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(problems))
 
 
 def _check_references(config: dict) -> None:
     """Cross-key checks that a JSON schema cannot express."""
+    from vlalign.data.download import SOURCE_TYPES
     from vlalign.encoders import check_encoder_entry, is_text_spec
 
     problems = []
@@ -152,12 +102,6 @@ def _check_references(config: dict) -> None:
             problems.append(f"curate.filters.alignment.run: {scorer!r} is not defined under train.runs")
         elif "alignment" in pools.get(run_pool(config, scorer), []):
             problems.append(f"curate.filters.alignment.run: run {scorer!r} trains on a pool that its own scores filter")
-    problems += _curation_problems(curate)
-    required = {"url_list": "path", "folder": "path", "webdataset": "urls"}
-    for name, source in sources.items():
-        needed = required.get(source["type"])
-        if needed and not source.get(needed):
-            problems.append(f"sources.{name}.{needed}: required for type {source['type']}")
     for name in config["curate"]["sources"]:
         if name not in sources:
             problems.append(f"curate.sources: {name!r} is not defined under sources")
@@ -166,17 +110,15 @@ def _check_references(config: dict) -> None:
     eval_refs = [("evaluate.retrieval", n) for n in config["evaluate"]["retrieval"]]
     eval_refs += [("evaluate.zeroshot", n) for n in config["evaluate"]["zeroshot"]]
     eval_refs += [("evaluate.compositional", n) for n in config["evaluate"]["compositional"]]
-    compositional = ("synthetic_compositional", *BENCHMARKS)
+    evaluation_types = sorted(kind for kind, declared in SOURCE_TYPES.items() if declared.evaluation)
     for name in config["evaluate"]["compositional"]:
-        if name in sources and sources[name]["type"] not in compositional:
-            problems.append(f"evaluate.compositional: {name!r} is not a synthetic_compositional source nor a "
-                            f"sugarcrepe or winoground one (its type is {sources[name]['type']})")
+        if name in sources and sources[name]["type"] not in evaluation_types:
+            problems.append(f"evaluate.compositional: {name!r} is not a source of type {', '.join(evaluation_types)} "
+                            f"(its type is {sources[name]['type']})")
     for name, source in sources.items():
-        if source["type"] in compositional and source["eval_fraction"] != 1:
+        if source["type"] in evaluation_types and source["eval_fraction"] != 1:
             problems.append(f"sources.{name}.eval_fraction: a {source['type']} source is an evaluation set; "
                             "set it to 1")
-        if source["type"] in BENCHMARKS:
-            problems += [f"sources.{name}.{problem}" for problem in layout_problems(source)]
     eval_refs.append(("probe.eval_source", config["probe"]["eval_source"]))
     for key, name in eval_refs:
         if name not in sources:
@@ -185,24 +127,6 @@ def _check_references(config: dict) -> None:
             problems.append(f"{key}: source {name!r} has no eval split (eval_fraction is 0)")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
-
-
-def _curation_problems(curate: dict) -> list[str]:
-    """Filter and measurement settings are checked by the code that applies them, before any job."""
-    from vlalign.curate.decide import resolve_filter
-    from vlalign.curate.measure import check_settings
-
-    problems = []
-    for name, settings in curate["filters"].items():
-        try:
-            resolve_filter({"name": name, **settings})
-        except ValueError as exc:
-            problems.append(f"curate.filters.{name}: {exc}")
-    try:
-        check_settings(curate["measure"])
-    except ValueError as exc:
-        problems.append(f"curate.measure: {exc}")
-    return problems
 
 
 def load_config(path: str | Path) -> dict:
@@ -214,6 +138,11 @@ def load_config(path: str | Path) -> dict:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: configuration must be a mapping, got {type(raw).__name__}")
     return validate_config(raw)
+
+
+def eval_dataset(source: str) -> str:
+    """Name of a source's eval split as a dataset (beton, table and embeddings use it)."""
+    return f"eval_{source}"
 
 
 def eval_sources(config: dict) -> list[str]:
@@ -254,5 +183,7 @@ def probe_settings(config: dict) -> dict:
     return {**config["train"]["defaults"], **config["probe"]["settings"], "head": "linear"}
 
 
-def config_digest(obj) -> str:
-    return sha256_json(obj)[:16]
+def tower_specs(config: dict, image: str | None = None, text: str | None = None) -> dict:
+    """The config entries of a run's two frozen encoders, each with its alias (the workflow's own pair by default)."""
+    image, text = image or config["image_encoder"], text or config["text_encoder"]
+    return {"image": {"alias": image, **config["encoders"][image]}, "text": {"alias": text, **config["encoders"][text]}}

@@ -28,33 +28,36 @@ def remove_leftovers(path: Path, kind: str = "part") -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: str | os.PathLike, folder: bool = False) -> Iterator[Path]:
+    """Yield a temporary file (or, with `folder`, folder) beside `path`; it replaces `path` only if the block
+    succeeds, and is removed if it fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    beside = {"prefix": f".{path.name}.", "suffix": ".part", "dir": path.parent}
+    if folder:
+        tmp = Path(tempfile.mkdtemp(**beside))
+    else:
+        fd, name = tempfile.mkstemp(**beside)
+        os.close(fd)
+        tmp = Path(name)
     try:
         yield tmp
-        os.replace(tmp, path)
+        replace_dir(tmp, path) if folder else os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True) if folder else tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
-    try:
-        yield tmp
-        replace_dir(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def atomic_dir(path: str | os.PathLike):
+    """`atomic_path` for a folder."""
+    return atomic_path(path, folder=True)
+
+
+def work_dir(out: str | os.PathLike, kind: str = "inprogress") -> Path:
+    """Where the output `out` is built, or a job's state kept, until it is complete: `.{name}.{kind}` beside
+    it, which Snakemake (deleting an unfinished output before a re-run) leaves alone, so a re-run resumes."""
+    out = Path(out)
+    return out.parent / f".{out.name}.{kind}"
 
 
 def replace_dir(finished: str | os.PathLike, path: str | os.PathLike) -> None:

@@ -124,7 +124,7 @@ def _rgb(image):
     """An RGB PIL image decoded the way the workflow decodes samples (transparency on white)."""
     from PIL import Image
 
-    from vlalign.data.shards import decode_rgb
+    from vlalign.data.images import decode_rgb
 
     if isinstance(image, (str, os.PathLike)):
         return decode_rgb(Path(image).read_bytes())
@@ -252,7 +252,7 @@ def load_model(path: str | os.PathLike, device: str = "auto", precision: str | N
     encoders' autocast; None keeps the one the training features were computed in.
     Weights are read with safetensors only; a damaged or mismatched file raises naming it.
     """
-    from vlalign.embed import resolve_device
+    from vlalign.devices import resolve_device
 
     device = resolve_device(device)
     aligner, info = load_checkpoint(path, device=device)

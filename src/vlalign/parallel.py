@@ -30,6 +30,18 @@ def _windowed(fn: Callable[[T], R], items: Iterable[T], pool: Executor, window: 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last one shorter), read from the stream as they are needed."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def thread_map(fn: Callable[[T], R], items: Iterable[T], threads: int, window: int | None = None) -> Iterator[R]:
     """fn(item) for each item in threads (I/O-bound work), in order.
 

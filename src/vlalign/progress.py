@@ -6,8 +6,9 @@ import sys
 import time
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
+def format_duration(seconds: float) -> str:
+    """`H:MM:SS`."""
+    seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
@@ -36,9 +37,9 @@ class Progress:
             parts[0] += f"/{self.total} ({100 * self.done / self.total:.0f}%)"
         parts.append(f"{rate:.1f} {self.unit}/s")
         if final:
-            parts.append(f"took {_duration(elapsed)}")
+            parts.append(f"took {format_duration(elapsed)}")
         elif self.total and rate > 0:
-            parts.append(f"ETA {_duration((self.total - self.done) / rate)}")
+            parts.append(f"ETA {format_duration((self.total - self.done) / rate)}")
         print(", ".join(parts), file=sys.stderr, flush=True)
 
     def close(self) -> None:

@@ -172,7 +172,7 @@ class StageRun:
 def stage_run(
     rule: str,
     settings: dict,
-    experiment: str = "vlalign",
+    experiment: str,
     tracking_uri: str | None = None,
     wildcards: dict | None = None,
     run_name: str | None = None,

@@ -4,6 +4,7 @@ from pathlib import Path
 
 from vlalign.config import (
     ConfigError,
+    eval_dataset,
     eval_sources,
     probe_encoders,
     run_pool,
@@ -11,8 +12,8 @@ from vlalign.config import (
     train_settings,
     validate_config,
 )
-from vlalign.evaluate.run import eval_dataset
-from vlalign.stages import stage_settings_json
+from vlalign.data.download import SOURCE_TYPES
+from vlalign.stage import stage_settings_json
 
 
 try:
@@ -24,7 +25,9 @@ except ConfigError as error:
 IMAGE_ENCODER = config["image_encoder"]
 TEXT_ENCODER = config["text_encoder"]
 EVAL_SOURCES = eval_sources(config)
-DATASETS = ["pool", *(eval_dataset(s) for s in EVAL_SOURCES)]
+# Dataset name -> the source whose eval split it is.
+EVAL_DATASETS = {eval_dataset(s): s for s in EVAL_SOURCES}
+DATASETS = ["pool", *EVAL_DATASETS]
 RUNS = list(config["train"]["runs"])
 POOLS = list(config["curate"]["pools"])
 
@@ -50,7 +53,7 @@ def settings(stage):
 def download_input(wildcards):
     """The URL table, image folder or benchmark folder of the source, so editing it re-runs the download."""
     source = config["sources"][wildcards.source]
-    return [source["path"]] if source["type"] in ("url_list", "folder", "sugarcrepe", "winoground") else []
+    return [source["path"]] if SOURCE_TYPES[source["type"]].path else []
 
 
 def convert_input(wildcards):
@@ -60,7 +63,7 @@ def convert_input(wildcards):
     """
     if wildcards.dataset == "pool":
         return {"downloads": [f"results/download/{s}" for s in config["curate"]["sources"]]}
-    return {"downloads": [f"results/download/{wildcards.dataset.removeprefix('eval_')}"]}
+    return {"downloads": [f"results/download/{EVAL_DATASETS[wildcards.dataset]}"]}
 
 
 def convert_folders(wildcards, input):

@@ -8,7 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlalign.schema import defaults
+
 HEADS = ("star", "mlp", "linear")
+# The training settings that shape the model (and its checkpoint's `model` record).
+MODEL_KEYS = ("head", "target_dim", "width_factor", "layer_norm", "text_only", "logit_scale_init", "logit_bias_init")
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
@@ -93,19 +97,15 @@ class AlignmentModel(nn.Module):
     target_dim is not used.
     """
 
-    def __init__(
-        self,
-        image_dim: int,
-        text_dim: int,
-        head: str = "star",
-        target_dim: int = 1024,
-        width_factor: int = 8,
-        layer_norm: bool = True,
-        logit_scale_init: float = math.log(20.0),
-        logit_bias_init: float = -10.0,
-        text_only: bool = False,
-    ):
+    def __init__(self, image_dim: int, text_dim: int, **settings):
+        """`settings`: the training settings of MODEL_KEYS (head, target_dim, width_factor, layer_norm, text_only,
+        logit_scale_init, logit_bias_init), the others taking the schema's defaults."""
         super().__init__()
+        unknown = sorted(set(settings) - set(MODEL_KEYS))
+        if unknown:
+            raise TypeError(f"AlignmentModel: unknown settings {unknown}; known: {list(MODEL_KEYS)}")
+        s = {**{k: v for k, v in defaults("train.defaults").items() if k in MODEL_KEYS}, **settings}
+        head, target_dim, width_factor, layer_norm, text_only = (s[k] for k in MODEL_KEYS[:5])
         # Everything needed to rebuild this model from a checkpoint's JSON.
         self.settings = dict(
             image_dim=int(image_dim),
@@ -114,8 +114,8 @@ class AlignmentModel(nn.Module):
             target_dim=int(target_dim),
             width_factor=int(width_factor),
             layer_norm=bool(layer_norm),
-            logit_scale_init=float(logit_scale_init),
-            logit_bias_init=float(logit_bias_init),
+            logit_scale_init=float(s["logit_scale_init"]),
+            logit_bias_init=float(s["logit_bias_init"]),
             text_only=bool(text_only),
         )
         if head not in HEADS:
@@ -128,8 +128,8 @@ class AlignmentModel(nn.Module):
             shared_dim = target_dim
         self.text_tower = AlignmentTower(text_dim, head, shared_dim, width_factor, layer_norm)
         self.embed_dim = shared_dim
-        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale_init)))
-        self.logit_bias = nn.Parameter(torch.tensor(float(logit_bias_init)))
+        self.logit_scale = nn.Parameter(torch.tensor(self.settings["logit_scale_init"]))
+        self.logit_bias = nn.Parameter(torch.tensor(self.settings["logit_bias_init"]))
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
         return self.image_tower(x)

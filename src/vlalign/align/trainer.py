@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
@@ -14,6 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from vlalign import devices
 from vlalign.align.distributed import (
     average_gradients,
     broadcast_parameters,
@@ -22,39 +22,13 @@ from vlalign.align.distributed import (
     rank_and_size,
     shard,
 )
-from vlalign.align.heads import AlignmentModel
+from vlalign.align.heads import MODEL_KEYS, AlignmentModel
 from vlalign.align.losses import LOSSES, USES_BIAS
 from vlalign.align.optim import cosine_schedule, make_optimizer
 from vlalign.align.state import latest_state, read_progress, restore_state, write_state
+from vlalign.progress import format_duration
+from vlalign.schema import complete
 
-# The SAIL recipe; the embedded demo overrides batch_size, epochs and lr in its config.
-DEFAULT_SETTINGS = {
-    "head": "star",
-    "target_dim": 1024,
-    "width_factor": 8,
-    "layer_norm": True,
-    "text_only": False,
-    "loss": "siglip",
-    "logit_scale_init": math.log(20.0),
-    "logit_bias_init": -10.0,
-    "optimizer": "lion",
-    "lr": 1e-5,
-    "weight_decay": 1e-4,
-    "betas": (0.9, 0.99),
-    "warmup_fraction": 0.1,
-    "batch_size": 32768,
-    "epochs": 100,
-    "seed": 0,
-    "precision": "fp32",
-    "grad_clip": None,
-    "loss_chunk_size": None,
-    "hard_negatives": False,
-    "multi_positive": False,
-    "val_fraction": 0.0,
-    "checkpoint_every": None,
-}
-MODEL_KEYS = ("head", "target_dim", "width_factor", "layer_norm", "text_only",
-              "logit_scale_init", "logit_bias_init")
 PROGRESS_LINES = 10
 
 LogFn = Callable[[int, dict], None]
@@ -68,23 +42,9 @@ class TrainResult:
 
 
 def resolve_settings(settings: dict | None) -> dict:
-    """DEFAULT_SETTINGS updated by `settings`; unknown keys are errors (a typo must not be ignored)."""
-    settings = dict(settings or {})
-    unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
-    if unknown:
-        raise ValueError(f"unknown training settings {unknown}; known: {sorted(DEFAULT_SETTINGS)}")
-    merged = {**DEFAULT_SETTINGS, **settings}
-    if merged["loss"] not in LOSSES:
-        raise ValueError(f"unknown loss {merged['loss']!r}; expected one of {sorted(LOSSES)}")
-    if merged["precision"] not in ("fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {merged['precision']!r}")
-    if not 0.0 <= merged["val_fraction"] < 1.0:
-        raise ValueError(f"val_fraction must lie in [0, 1), got {merged['val_fraction']}")
-    if merged["batch_size"] < 2:
-        raise ValueError("batch_size must be >= 2: a contrastive batch needs negatives")
-    if merged["checkpoint_every"] is not None and merged["checkpoint_every"] < 1:
-        raise ValueError(f"checkpoint_every must be >= 1 or None, got {merged['checkpoint_every']}")
-    return merged
+    """`settings` completed with the schema's defaults (`train_settings`: SAIL's recipe); an unknown key or a
+    value out of range is an error naming it (a typo must not be ignored)."""
+    return complete("train.defaults", settings, what="training settings")
 
 
 def batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -138,11 +98,6 @@ def _split(n: int, val_fraction: float, rng: np.random.Generator) -> tuple[np.nd
     if n_val < 2 or n - n_val < 2:
         raise ValueError(f"val_fraction={val_fraction} of {n} pairs leaves < 2 pairs on one side")
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def _format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class _Batches:
@@ -288,10 +243,7 @@ def train_alignment(
     fetch = _Batches(data, negative_text_emb is not None, device,
                      resident=_fits_on_device(data, device) if resident is None else resident)
 
-    def autocast():
-        if cfg["precision"] == "bf16":
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    autocast = functools.partial(devices.autocast, device, cfg["precision"])
 
     fingerprint = _fingerprint(cfg, data)
     # Where the loop starts: epoch, batches of it already done and their loss sums.
@@ -359,7 +311,7 @@ def train_alignment(
                 elapsed = time.perf_counter() - started
                 eta = elapsed / (step - first_step) * (total_steps - step)
                 print(f"[align] step {step}/{total_steps} epoch {epoch}/{cfg['epochs']} "
-                      f"loss {loss_value:.4f} {pairs_per_s:,.0f} pairs/s ETA {_format_seconds(eta)}",
+                      f"loss {loss_value:.4f} {pairs_per_s:,.0f} pairs/s ETA {format_duration(eta)}",
                       flush=True)
         epoch_metrics = {"epoch": epoch, "train_loss": epoch_loss / epoch_pairs}
         if len(val_idx):

@@ -16,7 +16,8 @@ def alignment_scores(checkpoint: str | Path, image_dir: str | Path, text_dir: st
                      batch_size: int = 65536) -> pd.DataFrame:  # fmt: skip
     """One row per pair of the embedding stores: key, alignment_score (cosine in [-1, 1])."""
     from vlalign.align.checkpoint import load_checkpoint
-    from vlalign.evaluate.aligned import paired_embeddings, project
+    from vlalign.align.projection import project
+    from vlalign.store.pairs import paired_embeddings
 
     model, _ = load_checkpoint(checkpoint, device=device)
     model.eval()

@@ -9,18 +9,18 @@ import warnings
 
 import pandas as pd
 
-from vlalign.curate.filters import FILTER_DEFAULTS, REQUIRED_COLUMNS, RULES
+from vlalign.curate.filters import FILTERS
+from vlalign.schema import complete
 
 
 def resolve_filter(spec: dict) -> dict:
-    """A filter entry with its defaults filled in; unknown names and keys are refused."""
+    """A filter entry `{"name": ..., **settings}` with the schema's defaults filled in; unknown names and keys
+    are refused."""
     name = spec.get("name")
-    if name not in FILTER_DEFAULTS:
-        raise ValueError(f"unknown curation filter {name!r}; known: {', '.join(FILTER_DEFAULTS)}")
-    unknown = set(spec) - set(FILTER_DEFAULTS[name]) - {"name", "enabled"}
-    if unknown:
-        raise ValueError(f"filter {name}: unknown keys {sorted(unknown)}; known: {sorted(FILTER_DEFAULTS[name])}")
-    return {"name": name, "enabled": True, **FILTER_DEFAULTS[name], **spec}
+    if name not in FILTERS:
+        raise ValueError(f"unknown curation filter {name!r}; known: {', '.join(FILTERS)}")
+    settings = {k: v for k, v in spec.items() if k != "name"}
+    return {"name": name, **complete(f"curate.filters.{name}", settings, what=f"filter {name}")}
 
 
 def decide(measurements: pd.DataFrame, filters: list[dict]) -> pd.DataFrame:
@@ -39,10 +39,10 @@ def decide(measurements: pd.DataFrame, filters: list[dict]) -> pd.DataFrame:
     detail = pd.Series("", index=out.index, dtype=object)
     for spec in (s for s in specs if s["enabled"]):
         name = spec["name"]
-        missing = [c for c in REQUIRED_COLUMNS[name] if c not in out.columns]
+        missing = [c for c in FILTERS[name].reads if c not in out.columns]
         if missing:
             raise ValueError(f"filter {name} needs measured columns {missing}, which the measurements lack")
-        passed, why = RULES[name](out, spec, alive.copy())
+        passed, why = FILTERS[name].rule(out, spec, alive.copy())
         out[f"pass_{name}"] = passed
         failed = alive & (passed == False).fillna(False).astype(bool)  # noqa: E712
         reason[failed] = name

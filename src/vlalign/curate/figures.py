@@ -9,26 +9,11 @@ import numpy as np
 import pandas as pd
 
 from vlalign.curate.decide import resolve_filter
-from vlalign.data.shards import decode_rgb, iter_samples, shard_paths
-from vlalign.io import atomic_path
+from vlalign.curate.filters import FILTERS
+from vlalign.data.images import decode_rgb
+from vlalign.data.shards import iter_samples, shard_paths
+from vlalign.figures import pyplot, save_figure
 
-# column, axis label, x scale ("int": a bar per integer, "log", "unit": 0..1, "linear"),
-# [(filter, key)] whose values are drawn as thresholds
-PANELS = [
-    ("n_words", "caption length (words)", "int", [("caption", "min_words"), ("caption", "max_words")]),
-    ("n_chars", "caption length (characters)", "log", [("caption", "min_chars")]),
-    ("complexity", "caption complexity (distinct content words)", "int", [("caption", "min_complexity")]),
-    ("language_confidence", "language confidence (fastText lid.176)", "unit", [("language", "min_confidence")]),
-    ("min_side", "image shorter side (pixels)", "log", [("image", "min_side")]),
-    ("aspect_ratio", "image aspect ratio (long / short side)", "log", [("image", "max_aspect_ratio")]),
-    ("pixel_std", "image grey-level std at 32x32 (0 = blank)", "linear", [("image", "min_pixel_std")]),
-    ("nearest_hamming", "pHash distance to nearest pool image (bits)", "int", [("dedup", "max_hamming")]),
-    ("eval_hamming", "pHash distance to nearest eval image (bits)", "int", [("decontaminate", "max_hamming")]),
-    ("caption_ocr_overlap", "caption words written in the image (fraction)", "unit",
-     [("text_spotting", "max_overlap")]),
-    ("ocr_seconds", "OCR time per image (seconds, one core)", "log", []),
-    ("alignment_score", "alignment score (cosine)", "linear", [("alignment", "min_score")]),
-]
 FLAGS = [
     ("boilerplate", lambda d: d["boilerplate"].notna()),
     ("URL-like", lambda d: d["url_like"].astype(bool)),
@@ -38,15 +23,6 @@ FLAGS = [
     ("near duplicate", lambda d: d["near_duplicate_of"].notna()),
     ("matches eval image", lambda d: d["contaminates"].notna()),
 ]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _plain_log_axis(axis, decades: float) -> None:
@@ -76,12 +52,6 @@ def _bins(values: pd.Series, scale: str) -> np.ndarray:
     return np.linspace(values.min(), max(values.max(), values.min() + 1e-6), 40)
 
 
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as part:
-        fig.savefig(part, dpi=100, format="png")
-    _pyplot().close(fig)
-
-
 def _thresholds(filters: list[dict]) -> dict[tuple[str, str], float]:
     found = {}
     for spec in map(resolve_filter, filters):
@@ -101,18 +71,20 @@ def _alignment_cut(decisions: pd.DataFrame, filters: list[dict]) -> float | None
 
 def plot_measurements(decisions: pd.DataFrame, filters: list[dict], path: Path) -> None:
     """One histogram per measured number, stacked by source, kept samples outlined; thresholds dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     thresholds = _thresholds(filters)
     if (cut := _alignment_cut(decisions, filters)) is not None:
         thresholds[("alignment", "min_score")] = cut
-    panels = [p for p in PANELS if p[0] in decisions and decisions[p[0]].notna().any()]
+    panels = [(f.name, p) for f in FILTERS.values() for p in f.panels
+              if p.column in decisions and decisions[p.column].notna().any()]
     n = len(panels) + 2
     cols = 4
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.5 * rows))
     axes = axes.ravel()
     sources = sorted(decisions["source"].dropna().unique())
-    for ax, (column, label, scale, marks) in zip(axes, panels):
+    for ax, (filter_name, panel) in zip(axes, panels):
+        column, scale = panel.column, panel.scale
         values = decisions[column].astype(float)
         present = values.dropna()
         bins = _bins(present, scale)
@@ -126,7 +98,7 @@ def plot_measurements(decisions: pd.DataFrame, filters: list[dict], path: Path) 
         # Thresholds beyond the data (max_words = 77 over captions of 1 to 10 words) are
         # named in the title rather than stretching the axis until the data is unreadable.
         beyond = []
-        for filter_name, key in marks:
+        for key in panel.thresholds:
             if (filter_name, key) in thresholds:
                 value = thresholds[(filter_name, key)]
                 if bins[0] <= value <= bins[-1]:
@@ -135,7 +107,7 @@ def plot_measurements(decisions: pd.DataFrame, filters: list[dict], path: Path) 
                     ax.axvline(value + shift, color="red", linestyle="--", linewidth=1.2)
                 else:
                     beyond.append(f"{key} = {value:g}")
-        ax.set_xlabel(label)
+        ax.set_xlabel(panel.label)
         ax.set_ylabel("samples")
         ax.set_title(f"{column} ({len(present)} measured)" + (f"; off the axis: {', '.join(beyond)}" if beyond else ""),
                      fontsize=9)  # fmt: skip
@@ -150,7 +122,7 @@ def plot_measurements(decisions: pd.DataFrame, filters: list[dict], path: Path) 
     kept = int(decisions["kept"].sum())
     fig.suptitle(f"Curation measurements: {kept} of {len(decisions)} samples kept", x=0.01, ha="left", fontsize=13)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
-    _save(fig, path)
+    save_figure(fig, path, dpi=100)
 
 
 def _plot_languages(ax, decisions: pd.DataFrame) -> None:
@@ -188,7 +160,7 @@ def _entry_counts(concepts: pd.Series) -> pd.Series:
 
 def plot_concepts(decisions: pd.DataFrame, filters: list[dict], path: Path, top: int = 40) -> None:
     """Samples per concept entry: all, reaching the balance filter, and kept; the cap as a line."""
-    plt = _pyplot()
+    plt = pyplot()
     balance = next((resolve_filter(f) for f in filters if f["name"] == "balance"), None)
     balanced = balance is not None and balance["enabled"] and "pass_balance" in decisions
     groups = {"pool": decisions["concepts"]}
@@ -226,7 +198,7 @@ def plot_concepts(decisions: pd.DataFrame, filters: list[dict], path: Path, top:
     title = "Concept balancing (MetaCLIP)" if balanced else "Concept entries (balancing not applied)"
     fig.suptitle(f"{title}: {unmatched} of {len(decisions)} captions match no entry", x=0.01, ha="left")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=100)
 
 
 def _example_keys(decisions: pd.DataFrame, kept: int, dropped: int) -> list[str]:
@@ -246,7 +218,7 @@ def _example_keys(decisions: pd.DataFrame, kept: int, dropped: int) -> list[str]
 def plot_examples(decisions: pd.DataFrame, shard_folders: list[Path], path: Path, kept: int = 8,
                   dropped: int = 16) -> None:  # fmt: skip
     """A grid of kept and dropped images with their captions and drop reasons."""
-    plt = _pyplot()
+    plt = pyplot()
     keys = _example_keys(decisions, kept, dropped)
     rows = decisions.set_index("key").loc[keys]
     wanted = set(keys)
@@ -280,4 +252,4 @@ def plot_examples(decisions: pd.DataFrame, shard_folders: list[Path], path: Path
     fig.suptitle(f"Examples: {min(kept, int(decisions['kept'].sum()))} kept (green), dropped ones by reason (red)",
                  x=0.01, ha="left")  # fmt: skip
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=100)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -20,34 +21,6 @@ import pandas as pd
 from vlalign.curate.concepts import load_entries, match_concepts
 from vlalign.curate.dedup import greedy_duplicates
 from vlalign.data.sources import hash_fraction
-
-# Every filter's keys and defaults; `enabled` is common to all.
-FILTER_DEFAULTS: dict[str, dict] = {
-    "caption": {
-        "min_words": 2, "min_chars": 5, "max_words": 77, "min_complexity": 1,
-        "drop_boilerplate": True, "drop_url_like": True, "drop_non_utf8": True,
-    },
-    "language": {"languages": ["en"], "min_confidence": 0.0},
-    "image": {"min_side": 64, "max_aspect_ratio": 3.0, "require_decode": True, "min_pixel_std": 1.0},
-    "dedup": {"exact": True, "near": True, "max_hamming": 4},
-    "decontaminate": {"exact": True, "near": True, "max_hamming": 4},
-    "text_spotting": {"max_overlap": 0.5},
-    # run: the training run whose aligner gave alignment_score (named in the report).
-    "alignment": {"top_fraction": None, "min_score": None, "run": None},
-    "balance": {"entries": None, "cap": 20000, "seed": 0, "unmatched": "keep"},
-}  # fmt: skip
-
-# Measured columns each filter reads (alignment_score is added by the alignment stage).
-REQUIRED_COLUMNS: dict[str, list[str]] = {
-    "caption": ["n_words", "n_chars", "complexity", "boilerplate", "url_like", "non_utf8"],
-    "language": ["language", "language_confidence"],
-    "image": ["decode_ok", "min_side", "aspect_ratio", "pixel_std"],
-    "dedup": ["image_sha256", "phash"],
-    "decontaminate": ["eval_exact", "eval_hamming"],
-    "text_spotting": ["caption_ocr_overlap", "ocr_seconds"],
-    "alignment": ["alignment_score"],
-    "balance": ["key", "caption", "concepts"],
-}
 
 Verdict = tuple[pd.Series, pd.Series]
 
@@ -143,8 +116,6 @@ def _balance(m: pd.DataFrame, s: dict, alive: pd.Series) -> Verdict:
     draw is a hash of (seed, key), so a sample's fate does not depend on the other
     samples' order and a larger cap keeps a superset.
     """
-    if s["unmatched"] not in ("keep", "drop"):
-        raise ValueError(f"filter balance: unmatched must be 'keep' or 'drop', not {s['unmatched']!r}")
     concepts = m["concepts"] if s["entries"] is None else match_concepts(m["caption"], load_entries(s["entries"]))
     counts = Counter(entry for entries in concepts[alive] for entry in entries)
     unmatched_p = 1.0 if s["unmatched"] == "keep" else 0.0
@@ -162,15 +133,61 @@ def _balance(m: pd.DataFrame, s: dict, alive: pd.Series) -> Verdict:
     return passed, detail
 
 
-# name -> rule(decisions so far, filter settings, alive mask). dedup and balance also add a
-# column that explains their verdicts (dedup_of, balance_probability) to the frame given.
-RULES: dict[str, Callable[[pd.DataFrame, dict, pd.Series], Verdict]] = {
-    "caption": _caption,
-    "language": _language,
-    "image": _image,
-    "dedup": _dedup,
-    "decontaminate": _decontaminate,
-    "text_spotting": _text_spotting,
-    "alignment": _alignment,
-    "balance": _balance,
-}
+@dataclass(frozen=True)
+class Panel:
+    """A histogram of one measured column in the curation report, with the filter keys drawn as thresholds."""
+
+    column: str
+    label: str  # the axis label
+    scale: str  # "int" (a bar per integer), "log", "unit" (0..1) or "linear"
+    thresholds: tuple[str, ...] = ()  # keys of the filter's settings
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A curation filter: the measured columns it reads and its rule. A filter's keys and their defaults are
+    its entry under `curate.filters` in the schema.
+
+    rule(decisions so far, settings, alive mask) -> (passed, detail). dedup and balance also add a column that
+    explains their verdicts (dedup_of, balance_probability) to the frame given.
+    """
+
+    name: str
+    reads: tuple[str, ...]
+    rule: Callable[[pd.DataFrame, dict, pd.Series], Verdict]
+    panels: tuple[Panel, ...] = ()
+    # Its columns exist before OCR, so it can choose which samples OCR reads (`ocr: survivors`).
+    before_ocr: bool = False
+
+
+# In the order of the report's histograms.
+FILTERS: dict[str, Filter] = {f.name: f for f in (
+    Filter("caption", ("n_words", "n_chars", "complexity", "boilerplate", "url_like", "non_utf8"), _caption, (
+        Panel("n_words", "caption length (words)", "int", ("min_words", "max_words")),
+        Panel("n_chars", "caption length (characters)", "log", ("min_chars",)),
+        Panel("complexity", "caption complexity (distinct content words)", "int", ("min_complexity",)),
+    ), before_ocr=True),
+    Filter("language", ("language", "language_confidence"), _language, (
+        Panel("language_confidence", "language confidence (fastText lid.176)", "unit", ("min_confidence",)),
+    ), before_ocr=True),
+    Filter("image", ("decode_ok", "min_side", "aspect_ratio", "pixel_std"), _image, (
+        Panel("min_side", "image shorter side (pixels)", "log", ("min_side",)),
+        Panel("aspect_ratio", "image aspect ratio (long / short side)", "log", ("max_aspect_ratio",)),
+        Panel("pixel_std", "image grey-level std at 32x32 (0 = blank)", "linear", ("min_pixel_std",)),
+    ), before_ocr=True),
+    Filter("dedup", ("image_sha256", "phash"), _dedup, (
+        Panel("nearest_hamming", "pHash distance to nearest pool image (bits)", "int", ("max_hamming",)),
+    ), before_ocr=True),
+    Filter("decontaminate", ("eval_exact", "eval_hamming"), _decontaminate, (
+        Panel("eval_hamming", "pHash distance to nearest eval image (bits)", "int", ("max_hamming",)),
+    ), before_ocr=True),
+    Filter("text_spotting", ("caption_ocr_overlap", "ocr_seconds"), _text_spotting, (
+        Panel("caption_ocr_overlap", "caption words written in the image (fraction)", "unit", ("max_overlap",)),
+        Panel("ocr_seconds", "OCR time per image (seconds, one core)", "log"),
+    )),
+    # alignment_score is added by the score stage; a top_fraction cut is drawn as the lowest score kept.
+    Filter("alignment", ("alignment_score",), _alignment, (
+        Panel("alignment_score", "alignment score (cosine)", "linear", ("min_score",)),
+    )),
+    Filter("balance", ("key", "caption", "concepts"), _balance),
+)}  # fmt: skip

@@ -13,11 +13,12 @@ import warnings
 
 import numpy as np
 
-from vlalign.data.shards import decode_rgb
+from vlalign.data.images import decode_rgb
+from vlalign.schema import default
 
-# Refuse to decode larger images (decompression bombs): the download stage's default
-# limit, repeated because pool shards may come from elsewhere.
-MAX_PIXELS = 64_000_000
+# Refuse to decode larger images (decompression bombs): the download stage's default limit, checked
+# again because pool shards may come from elsewhere.
+MAX_PIXELS = default("sources.*.max_pixels")
 # Below this grey-level standard deviation (at the 32x32 size pHash works on) an image is
 # blank: white-on-transparent art composited on white, empty placeholders. Its pHash would
 # be rounding noise that matches every other blank image, so it gets none.

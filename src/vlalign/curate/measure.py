@@ -1,45 +1,35 @@
 """Measure every sample of the pool once; curated pools are then selections over the table.
 
-Image work (decode, hashes, OCR) runs in worker processes; caption work, language,
-concepts and the all-pairs hash comparisons run here, vectorised or in microseconds.
+Image work (decode, hashes, OCR with `ocr: all`) runs in worker processes; then each measurement of
+MEASUREMENTS adds its columns to the table, in order: caption heuristics, language, concepts, the hash
+comparisons (within the pool and against the eval images), OCR of the survivors. A filter that needs a new
+column adds a measurement there.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 
-from vlalign.curate.captions import DEFAULT_BOILERPLATE, measure_captions
+from vlalign.curate.captions import measure_captions
 from vlalign.curate.concepts import load_entries, match_concepts
 from vlalign.curate.dedup import NO_HASH, greedy_duplicates, nearest, phash_codes
+from vlalign.curate.filters import FILTERS
 from vlalign.curate.images import measure_batch, ocr_batch
 from vlalign.curate.language import measure_language
 from vlalign.curate.ocr import bundled_ocr_models, caption_overlap
-from vlalign.parallel import process_map
 from vlalign.data.shards import Sample, iter_samples, shard_paths
+from vlalign.parallel import batched, process_map
 from vlalign.progress import Progress
+from vlalign.schema import complete
 
-DEFAULT_SETTINGS: dict = {
-    "workers": 2,  # processes for image work
-    "batch_size": 16,  # images per task sent to a worker
-    "max_hamming": 4,  # pHash bits: near_duplicate_of and contaminates are measured at this distance
-    "boilerplate": DEFAULT_BOILERPLATE,  # stock phrases, matched as whole words
-    "concepts": None,  # concept-entries file; None: the shipped concepts.txt
-    "ocr": "survivors",  # off | survivors | all
-    "ocr_max_side": 640,  # OCR reads images scaled down to this longer side
-    # With ocr: survivors, OCR reads the samples that pass these filters (those of the
-    # list placed before text_spotting that need no later measurement). Language is not
-    # among the defaults: lid.176 misjudges many short captions ("A ladybug." -> de).
-    "filters": [{"name": "caption"}, {"name": "image"}, {"name": "dedup"}, {"name": "decontaminate"},
-                {"name": "text_spotting"}],
-}  # fmt: skip
-
-# Every column of the measurements, in order.
-COLUMNS = {
+# The columns of the image phase, in order.
+IMAGE_COLUMNS = {
     "key": "sample key", "source": "source name (shard metadata)", "caption": "caption text",
     "category": "category (shard metadata), if any",
     "width": "image width (pixels; header size when the image does not decode)", "height": "image height",
@@ -47,55 +37,41 @@ COLUMNS = {
     "decode_ok": "the image decodes fully", "decode_error": "why it does not",
     "pixel_std": "grey-level standard deviation at 32x32 (0: blank)",
     "image_sha256": "sha256 of the image bytes", "phash": "64-bit perceptual hash (hex), None if undecodable or blank",
-    "n_words": "whitespace-separated words", "n_chars": "characters, surrounding space stripped",
-    "complexity": "distinct content words (see captions.py)",
-    "boilerplate": "first stock phrase matched, 'file_name' for a bare file name, else None",
-    "url_like": "contains a URL or domain", "non_utf8": "contains U+FFFD (bytes that were not UTF-8)",
-    "language": "fastText lid.176 top language (None without letters)", "language_confidence": "its probability",
-    "concepts": "concept entries the caption mentions",
-    "duplicate_of": "first earlier sample with the same bytes",
-    "near_duplicate_of": "earlier kept sample within max_hamming pHash bits (exact copies aside)",
-    "nearest_hamming": "pHash distance to the nearest other pool image",
-    "eval_nearest": "nearest eval image (key)", "eval_hamming": "its pHash distance (0 for identical bytes)",
-    "eval_exact": "identical bytes to an eval image", "contaminates": "eval key when exact or within max_hamming",
-    "ocr_text": "text OCR read in the image (None: not read)", "ocr_error": "why OCR failed",
-    "ocr_seconds": "OCR time for this image on one core", "caption_ocr_overlap": "caption words written in the image",
 }  # fmt: skip
 
-# Filters whose inputs exist before OCR, so they can choose what OCR reads.
-_BEFORE_OCR = {"caption", "language", "image", "dedup", "decontaminate"}
+
+@dataclass(frozen=True)
+class Context:
+    """What a measurement may read besides the table: the settings and the shard folders."""
+
+    settings: dict
+    folders: list[Path]
+    eval_folders: list[Path]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A phase of `measure_pool`: `measure(pool, context)` returns the table with `columns` added."""
+
+    phase: str  # its name in `attrs["seconds"]`
+    columns: dict[str, str]  # column -> meaning, in table order
+    measure: Callable[[pd.DataFrame, Context], pd.DataFrame]
 
 
 def check_settings(settings: dict) -> dict:
-    unknown = set(settings) - set(DEFAULT_SETTINGS)
-    if unknown:
-        raise ValueError(f"curate measurement settings: unknown keys {sorted(unknown)}")
-    merged = {**DEFAULT_SETTINGS, **settings}
-    if merged["ocr"] not in ("off", "survivors", "all"):
-        raise ValueError(f"curate measurement settings: ocr must be off, survivors or all, not {merged['ocr']!r}")
-    return merged
+    """The measurement settings completed with the schema's defaults (`curate.measure`)."""
+    return complete("curate.measure", settings, what="curate measurement settings")
 
 
 def _pool_samples(folders: list[Path]) -> Iterator[Sample]:
     return iter_samples(p for folder in folders for p in shard_paths(folder))
 
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
-    batch = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def _run_batches(fn, tasks: Iterable, s: dict, label: str, total: int | None) -> pd.DataFrame:
     """fn over batches of tasks in the worker processes, rows in task order, with progress lines."""
     progress = Progress(label, total=total, unit="images", enabled=s["progress"])
     rows = []
-    for result in process_map(fn, _batches(tasks, s["batch_size"]), s["workers"]):
+    for result in process_map(fn, batched(tasks, s["batch_size"]), s["workers"]):
         rows.extend(result)
         progress.update(len(result))
     progress.close()
@@ -162,20 +138,87 @@ def _contamination(pool: pd.DataFrame, evals: pd.DataFrame, max_hamming: int) ->
 
 
 def _ocr_targets(measured: pd.DataFrame, s: dict) -> set[str]:
+    """The samples that pass the filters OCR reads the survivors of (every decodable one without filters)."""
     from vlalign.curate.decide import decide
 
-    if s["ocr"] == "all":
-        return set(measured.loc[measured["decode_ok"], "key"])
-    names = [f["name"] for f in s["filters"]]
-    before = s["filters"][: names.index("text_spotting")] if "text_spotting" in names else s["filters"]
-    cheap = [f for f in before if f["name"] in _BEFORE_OCR]
+    filters = s["filters"] or []
+    names = [f["name"] for f in filters]
+    before = filters[: names.index("text_spotting")] if "text_spotting" in names else filters
+    cheap = [f for f in before if FILTERS[f["name"]].before_ocr]
     decided = decide(measured, cheap)
     return set(decided.loc[decided["kept"] & decided["decode_ok"], "key"])
 
 
-def measure_pool(shard_folders: list[Path], eval_folders: list[Path], settings: dict,
+def _captions(pool: pd.DataFrame, run: Context) -> pd.DataFrame:
+    return pool.join(measure_captions(pool["caption"], run.settings["boilerplate"]))
+
+
+def _language(pool: pd.DataFrame, run: Context) -> pd.DataFrame:
+    return pool.join(measure_language(pool["caption"]))
+
+
+def _concepts(pool: pd.DataFrame, run: Context) -> pd.DataFrame:
+    return pool.assign(concepts=match_concepts(pool["caption"], load_entries(run.settings["concepts"])))
+
+
+def _pool_duplicates(pool: pd.DataFrame, run: Context) -> pd.DataFrame:
+    return pool.join(_duplicates(pool, run.settings["max_hamming"]))
+
+
+def _eval_contamination(pool: pd.DataFrame, run: Context) -> pd.DataFrame:
+    evals = (_measure_images(run.eval_folders, run.settings, None, "curate: measuring eval images")
+             if run.eval_folders else pd.DataFrame(columns=["key", "image_sha256", "phash"]))  # fmt: skip
+    return pool.join(_contamination(pool, evals, run.settings["max_hamming"]))
+
+
+def _text_in_images(pool: pd.DataFrame, run: Context) -> pd.DataFrame:
+    """OCR of the survivors (with `ocr: all` it ran in the images phase) and the caption words it found."""
+    s = run.settings
+    if s["ocr"] == "survivors":
+        pool = pool.merge(_ocr(run.folders, _ocr_targets(pool, s), s), on="key", how="left")
+    for column in ("ocr_text", "ocr_error", "ocr_seconds"):
+        if column not in pool.columns:  # ocr: off, or not one image could be read
+            pool[column] = None
+    pool["ocr_seconds"] = pool["ocr_seconds"].astype(float)
+    read = pool["ocr_text"].notna()
+    pool["caption_ocr_overlap"] = np.nan
+    pool.loc[read, "caption_ocr_overlap"] = [caption_overlap(c, t) for c, t in
+                                             zip(pool.loc[read, "caption"], pool.loc[read, "ocr_text"])]  # fmt: skip
+    return pool
+
+
+MEASUREMENTS = (
+    Measurement("captions", {
+        "n_words": "whitespace-separated words", "n_chars": "characters, surrounding space stripped",
+        "complexity": "distinct content words (see captions.py)",
+        "boilerplate": "first stock phrase matched, 'file_name' for a bare file name, else None",
+        "url_like": "contains a URL or domain", "non_utf8": "contains U+FFFD (bytes that were not UTF-8)",
+    }, _captions),
+    Measurement("language", {"language": "fastText lid.176 top language (None without letters)",
+                             "language_confidence": "its probability"}, _language),
+    Measurement("concepts", {"concepts": "concept entries the caption mentions"}, _concepts),
+    Measurement("dedup", {
+        "duplicate_of": "first earlier sample with the same bytes",
+        "near_duplicate_of": "earlier kept sample within max_hamming pHash bits (exact copies aside)",
+        "nearest_hamming": "pHash distance to the nearest other pool image",
+    }, _pool_duplicates),
+    Measurement("decontamination", {
+        "eval_nearest": "nearest eval image (key)", "eval_hamming": "its pHash distance (0 for identical bytes)",
+        "eval_exact": "identical bytes to an eval image", "contaminates": "eval key when exact or within max_hamming",
+    }, _eval_contamination),
+    Measurement("ocr", {
+        "ocr_text": "text OCR read in the image (None: not read)", "ocr_error": "why OCR failed",
+        "ocr_seconds": "OCR time for this image on one core", "caption_ocr_overlap": "caption words written in the image",
+    }, _text_in_images),
+)  # fmt: skip
+# Every column of the measurements, in order.
+COLUMNS = {**IMAGE_COLUMNS, **{column: meaning for m in MEASUREMENTS for column, meaning in m.columns.items()}}
+
+
+def measure_pool(shard_folders: list[Path], eval_folders: list[Path], settings: dict | None = None,
                  progress: bool = True) -> pd.DataFrame:  # fmt: skip
     """One row per pool sample, in shard order, with every filter's measured columns (see COLUMNS).
+    `settings` are the keys of `curate.measure`, the others taking the schema's defaults.
 
     `attrs["seconds"]` holds each phase's wall time (with `ocr: all`, OCR runs inside the
     images phase) and `attrs["ocr_samples"]` how many images OCR read.
@@ -202,29 +245,10 @@ def measure_pool(shard_folders: list[Path], eval_folders: list[Path], settings: 
     pool["min_side"] = pool[["width", "height"]].min(axis=1, skipna=False)
     pool["aspect_ratio"] = pool[["width", "height"]].max(axis=1, skipna=False) / pool["min_side"].clip(lower=1)
     lap("images")
-    pool = pool.join(measure_captions(pool["caption"], s["boilerplate"]))
-    lap("captions")
-    pool = pool.join(measure_language(pool["caption"]))
-    lap("language")
-    pool["concepts"] = match_concepts(pool["caption"], load_entries(s["concepts"]))
-    lap("concepts")
-    pool = pool.join(_duplicates(pool, s["max_hamming"]))
-    lap("dedup")
-    evals = (_measure_images([Path(f) for f in eval_folders], s, None, "curate: measuring eval images")
-             if eval_folders else pd.DataFrame(columns=["key", "image_sha256", "phash"]))  # fmt: skip
-    pool = pool.join(_contamination(pool, evals, s["max_hamming"]))
-    lap("decontamination")
-    if s["ocr"] == "survivors":
-        pool = pool.merge(_ocr(folders, _ocr_targets(pool, s), s), on="key", how="left")
-    for column in ("ocr_text", "ocr_error", "ocr_seconds"):
-        if column not in pool.columns:  # ocr: off, or not one image could be read
-            pool[column] = None
-    pool["ocr_seconds"] = pool["ocr_seconds"].astype(float)
-    read = pool["ocr_text"].notna()
-    pool["caption_ocr_overlap"] = np.nan
-    pool.loc[read, "caption_ocr_overlap"] = [caption_overlap(c, t) for c, t in
-                                             zip(pool.loc[read, "caption"], pool.loc[read, "ocr_text"])]  # fmt: skip
-    lap("ocr")
+    run = Context(s, folders, [Path(f) for f in eval_folders])
+    for measurement in MEASUREMENTS:
+        pool = measurement.measure(pool, run)
+        lap(measurement.phase)
     pool = pool[list(COLUMNS)]
     pool.attrs["seconds"] = seconds
     pool.attrs["ocr_samples"] = int(pool["ocr_seconds"].notna().sum())

@@ -1,7 +1,7 @@
 """Published compositionality benchmarks read from local copies: SugarCrepe and Winoground.
 
 Both become evaluation sets in the form the synthetic set (`compositional.py`) has, so that
-`evaluate.run.compositional_metrics` scores them alike: each sample's caption is a true caption of its
+`evaluate.evaluation.compositional_metrics` scores them alike: each sample's caption is a true caption of its
 image, `negatives` lists hard-negative captions with their type, and Winoground samples carry
 `winoground` = {pair, role, variant}.
 

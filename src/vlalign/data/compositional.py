@@ -13,18 +13,13 @@ from __future__ import annotations
 import io
 import itertools
 import math
-import os
 import random
 import re
-import textwrap
-from collections import Counter
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from vlalign.data.shards import Sample, ShardWriter
-from vlalign.io import atomic_dir
+from vlalign.data.sources import SourceItem, safe_key
 
 COLOURS = {"red": (220, 40, 40), "orange": (245, 140, 20), "yellow": (235, 205, 20), "green": (40, 160, 60),
            "blue": (40, 80, 220), "purple": (140, 60, 180)}  # fmt: skip
@@ -322,80 +317,9 @@ def _pairs(items: list[dict]) -> list[tuple[dict, dict]]:
             if a.get("winoground", {}).get("role") == "a" and b.get("winoground", {}).get("role") == "b"]  # fmt: skip
 
 
-def write_compositional_set(out_dir: str | os.PathLike, n: int = 300, seed: int = 0, image_size: int = 224,
-                            samples_per_shard: int = 1000, winoground_fraction: float = 0.25) -> dict:
-    """Render `n` scenes into webdataset shards under `out_dir` (`{key}.png`, `{key}.txt` the true caption,
-    `{key}.json` the scene, its typed negatives, its Winoground pair and role), with `negatives.parquet`
-    (key, caption, type) and `winoground.parquet` (pair, variant, key_a, key_b, caption_a, caption_b).
-    The folder appears complete or not at all. Returns counts."""
-    import pandas as pd
-
-    items = generate(n, seed, winoground_fraction)
-    with atomic_dir(out_dir) as tmp:
-        with ShardWriter(tmp, samples_per_shard=samples_per_shard) as writer:
-            for item in items:
-                meta = {"source": "compositional", "image_size": image_size,
-                        **{k: item[k] for k in ("scene", "negatives", "winoground") if k in item}}  # fmt: skip
-                writer.write(Sample(key=item["key"], image=_png(render(item["scene"], image_size)), image_ext="png",
-                                    caption=item["caption"], meta=meta))  # fmt: skip
-            shards = len(writer.paths)
-        negatives = pd.DataFrame([{"key": item["key"], **negative} for item in items for negative in item["negatives"]],
-                                 columns=["key", "caption", "type"])  # fmt: skip
-        negatives.to_parquet(Path(tmp) / "negatives.parquet", index=False)
-        pairs = pd.DataFrame([{"pair": a["winoground"]["pair"], "variant": a["winoground"]["variant"],
-                               "key_a": a["key"], "key_b": b["key"], "caption_a": a["caption"],
-                               "caption_b": b["caption"]} for a, b in _pairs(items)],
-                             columns=["pair", "variant", "key_a", "key_b", "caption_a", "caption_b"])  # fmt: skip
-        pairs.to_parquet(Path(tmp) / "winoground.parquet", index=False)
-    kinds = Counter(item["scene"]["kind"] for item in items)
-    return {"scenes": len(items), "shards": shards, "count_scenes": kinds["count"],
-            "relation_scenes": kinds["relation"], "negatives": len(negatives), "winoground_pairs": len(pairs),
-            **{f"negatives_{t}": int((negatives["type"] == t).sum()) for t in NEGATIVE_TYPES}}  # fmt: skip
-
-
-def save_example_grid(shard_dir: str | os.PathLike, path: str | os.PathLike, count: int = 12,
-                      columns: int = 4) -> Path:
-    """A figure of the first `count` samples of a written set: each image under its caption and one negative."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from vlalign.data.shards import decode_rgb, iter_samples, shard_paths
-
-    samples = []
-    for sample in iter_samples(shard_paths(shard_dir)):
-        samples.append(sample)
-        if len(samples) == count:
-            break
-    rows = math.ceil(len(samples) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 4.1 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for index, (ax, sample) in enumerate(zip(axes.flat, samples)):
-        ax.set_axis_on()
-        ax.set_xticks([])  # ticks off but the frame kept: the white background must not melt into the page
-        ax.set_yticks([])
-        ax.imshow(decode_rgb(sample.image))
-        negatives = sample.meta["negatives"]
-        negative = negatives[index % len(negatives)]  # cycle through the types across the grid
-        pair = sample.meta.get("winoground")
-        tag = f"[Winoground {pair['pair']} {pair['role']}, {pair['variant']}]\n" if pair else ""
-        ax.set_title(f"{tag}✓ {textwrap.fill(sample.caption, 38)}\n✗ {textwrap.fill(negative['caption'], 38)}"
-                     f"\n({negative['type']})", fontsize=7.5)  # fmt: skip
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
 def compositional_items(name: str, scenes: int, seed: int, image_size: int = 224):
     """The set as download-stage items (rendered lazily, one at a time): the true caption is each
     sample's caption, and its scene, typed negatives and Winoground pair go into its metadata."""
-    from vlalign.data.sources import SourceItem, safe_key
-
     for item in generate(scenes, seed):
         meta = {k: item[k] for k in ("scene", "negatives", "winoground") if k in item}
         yield SourceItem(key=safe_key(f"{name}_{item['key']}"), origin=f"synthetic:{seed}:{item['key']}",

@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+from vlalign.data.images import IMAGE_EXTENSIONS
 from vlalign.data.sources import SourceItem, caption_lines, class_caption, safe_key
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
 def folder_items(root: str | Path, name: str, classnames: list[str] | dict[str, str] | None = None,
@@ -24,7 +23,7 @@ def folder_items(root: str | Path, name: str, classnames: list[str] | dict[str, 
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"sources.{name}.path: {root} is not a folder")
-    paths = [p for p in sorted(root.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    paths = [p for p in sorted(root.rglob("*")) if p.suffix.lower().removeprefix(".") in IMAGE_EXTENSIONS and p.is_file()
              and not any(part.startswith(".") for part in p.relative_to(root).parts)]  # fmt: skip
     folders = sorted({p.relative_to(root).parts[0] for p in paths if len(p.relative_to(root).parts) > 1})
     if isinstance(classnames, list):

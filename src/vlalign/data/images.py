@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+# File and shard-member extensions read as images.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 # Formats the shards store as they came; others are re-encoded losslessly to PNG.
 KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
 PNG_MODES = {"1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"}
@@ -68,3 +70,27 @@ def inspect_image(data: bytes, max_pixels: int, min_side: int = 0, decode: bool 
             pixels.save(buffer, format="PNG")
             check.data, check.ext = buffer.getvalue(), "png"
     return check
+
+
+def decode_rgb(image: bytes, background=(255, 255, 255)):
+    """Decode image bytes to an RGB PIL image; transparency is composited on `background`."""
+    img = Image.open(io.BytesIO(image))
+    img.load()
+    if img.mode in ("RGBA", "LA", "P", "PA") or "transparency" in img.info:
+        img = img.convert("RGBA")
+        canvas = Image.new("RGBA", img.size, background + (255,))
+        canvas.alpha_composite(img)
+        return canvas.convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_errors(batch: list[bytes]) -> list[str | None]:
+    """Why each image does not decode (None where it does); a worker-process entry."""
+    errors = []
+    for image in batch:
+        try:
+            decode_rgb(image)
+            errors.append(None)
+        except Exception as exc:  # any decoder failure means "skip and report", never a crash
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return errors

@@ -6,7 +6,6 @@ never leaves a shard that looks finished.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tarfile
@@ -14,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import webdataset as wds
-
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+from vlalign.data.images import IMAGE_EXTENSIONS
 
 
 @dataclass
@@ -36,7 +33,7 @@ class ShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.samples_per_shard = samples_per_shard
         self.paths: list[Path] = []
-        self._tar: wds.TarWriter | None = None
+        self._tar = None  # a webdataset TarWriter
         self._file = None
         self._count = 0
         self.total = 0
@@ -62,7 +59,9 @@ class ShardWriter:
         final = self.out_dir / f"shard-{len(self.paths):06d}.tar"
         self._partial = final.with_suffix(".tar.part")
         self._file = open(self._partial, "wb")
-        self._tar = wds.TarWriter(self._file, encoder=False)
+        import webdataset  # here: importing it imports torch, which reading shards does not need
+
+        self._tar = webdataset.TarWriter(self._file, encoder=False)
         self.paths.append(final)
         self._count = 0
 
@@ -142,17 +141,3 @@ def _to_sample(key: str, group: dict[str, bytes], path: Path) -> Sample:
     meta = json.loads(group["json"]) if "json" in group else {}
     caption = group.get("txt", b"").decode("utf-8", errors="replace")
     return Sample(key=key, image=group[ext], image_ext=ext, caption=caption, meta=meta)
-
-
-def decode_rgb(image: bytes, background=(255, 255, 255)):
-    """Decode image bytes to an RGB PIL image; transparency is composited on `background`."""
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(image))
-    img.load()
-    if img.mode in ("RGBA", "LA", "P", "PA") or "transparency" in img.info:
-        img = img.convert("RGBA")
-        canvas = Image.new("RGBA", img.size, background + (255,))
-        canvas.alpha_composite(img)
-        return canvas.convert("RGB")
-    return img.convert("RGB")

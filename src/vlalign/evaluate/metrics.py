@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from vlalign.schema import default
+
 # Rows per similarity block: bounds memory at about 128 MB of float64 per block.
 BLOCK_ELEMENTS = 1 << 24
 
@@ -46,7 +48,7 @@ def retrieval_recall(
     image_emb: np.ndarray,
     text_emb: np.ndarray,
     text_to_image: np.ndarray,
-    ks: Sequence[int] = (1, 5, 10),
+    ks: Sequence[int] | None = None,
 ) -> dict[str, float]:
     """Recall@k in both directions; text_to_image[j] is the index of the image caption j describes.
 
@@ -55,8 +57,9 @@ def retrieval_recall(
     direction but still serve as distractors for text→image.
     text→image: a caption is a hit at k if its image is among its top-k images.
     Returns image_to_text_recall_at_{k}, text_to_image_recall_at_{k} and mean_recall_at_{k}
-    (mean of the two directions), as fractions in [0, 1].
+    (mean of the two directions), as fractions in [0, 1]. `ks` defaults to the schema's `evaluate.ks`.
     """
+    ks = default("evaluate.ks") if ks is None else ks
     img, txt = _normalise(image_emb), _normalise(text_emb)
     t2i = np.asarray(text_to_image, dtype=np.int64)
     if t2i.shape != (len(txt),):

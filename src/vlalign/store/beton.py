@@ -9,10 +9,10 @@ front: undecodable ones are skipped and reported, and only the good ones reach f
 
 from __future__ import annotations
 
-import itertools
 import json
 import multiprocessing
 import tempfile
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,11 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.shards import Sample, decode_rgb, iter_samples, shard_paths
-from ..io import atomic_path, remove_leftovers
+from vlalign.data.images import decode_errors, decode_rgb
+from vlalign.data.shards import Sample, iter_samples, shard_paths
+from vlalign.io import atomic_path, remove_leftovers
+from vlalign.parallel import batched, process_map
+from vlalign.schema import complete
 
 WHITE = (255, 255, 255)
 
@@ -37,22 +40,6 @@ def square_on_white(image: Image.Image, max_resolution: int) -> Image.Image:
     canvas = Image.new("RGB", (side, side), WHITE)
     canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
     return canvas
-
-
-def _check_decodes(item: tuple[Sample, str]) -> tuple[Sample, str, str | None]:
-    sample, source = item
-    try:
-        decode_rgb(sample.image)
-    except Exception as exc:  # any decoder failure means "skip and report", never a crash
-        return sample, source, f"{type(exc).__name__}: {exc}"
-    return sample, source, None
-
-
-def _checked(samples, pool, window: int = 512):
-    """Decode-check in the pool a window at a time: Pool.imap would queue every shard's bytes at once."""
-    samples = iter(samples)
-    while chunk := list(itertools.islice(samples, window)):
-        yield from pool.map(_check_decodes, chunk, chunksize=16)
 
 
 class _SpilledImages:
@@ -91,22 +78,18 @@ def _page_size(max_resolution: int) -> int:
     return 1 << (needed - 1).bit_length()
 
 
-WRITE_MODES = ("jpg", "raw")
-
-
-def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path,
-                max_resolution: int = 256, jpeg_quality: int = 90, num_workers: int = 2,
-                write_mode: str = "jpg") -> dict:
+def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path, **convert) -> dict:
     """Write the decodable images of the shards to `beton_path` and their table to `table_path`.
 
-    `write_mode` is "jpg" (compact) or "raw" (lossless pixels, larger). Returns {"written": n,
-    "skipped": [{"key", "reason"}]}. Both outputs appear only on success.
+    `convert` are the keys of the config's `convert` (max_resolution, write_mode "jpg" (compact) or "raw"
+    (lossless pixels, larger), jpeg_quality, num_workers), the others taking the schema's defaults.
+    Returns {"written": n, "skipped": [{"key", "reason"}]}. Both outputs appear only on success.
     """
     from ffcv.fields import IntField, JSONField, RGBImageField
-
-    if write_mode not in WRITE_MODES:
-        raise ValueError(f"write_mode {write_mode!r}: expected one of {WRITE_MODES}")
     from ffcv.writer import DatasetWriter
+
+    convert = complete("convert", convert)
+    max_resolution, num_workers = convert["max_resolution"], convert["num_workers"]
 
     beton_path, table_path = Path(beton_path), Path(table_path)
     beton_path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,8 +103,17 @@ def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path,
             (sample, Path(folder).name)
             for folder in shard_folders for sample in iter_samples(shard_paths(folder))
         )
-        with open(spill, "wb") as out, multiprocessing.Pool(num_workers) as pool:
-            for sample, source, reason in tqdm(_checked(samples, pool), desc="decode", unit="img"):
+        pending: deque = deque()  # the batches in the workers, in order: their results come back in that order
+
+        def image_batches():
+            for batch in batched(samples, 64):
+                pending.append(batch)
+                yield [sample.image for sample, _ in batch]
+
+        checked = ((*item, reason) for errors in process_map(decode_errors, image_batches(), num_workers)
+                   for item, reason in zip(pending.popleft(), errors))  # fmt: skip
+        with open(spill, "wb") as out:
+            for sample, source, reason in tqdm(checked, desc="decode", unit="img"):
                 if sample.key in seen:
                     raise ValueError(f"duplicate key {sample.key!r} in {seen[sample.key]} and {source}")
                 seen[sample.key] = source
@@ -138,7 +130,8 @@ def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path,
         texts = [{"key": r["key"], "caption": r["caption"]} for r in rows]
         dataset = _SpilledImages(spill, np.array(offsets, dtype=np.int64), texts, max_resolution, failures)
         fields = {
-            "image": RGBImageField(write_mode=write_mode, max_resolution=max_resolution, jpeg_quality=jpeg_quality),
+            "image": RGBImageField(write_mode=convert["write_mode"], max_resolution=max_resolution,
+                                   jpeg_quality=convert["jpeg_quality"]),
             "row": IntField(),
             "text": JSONField(),
         }
@@ -239,7 +232,7 @@ def read_texts(beton_path: Path) -> list[dict]:
     return [json.loads(bytes(data[p : p + n]).split(b"\0", 1)[0]) for p, n in zip(pointers["ptr"], pointers["size"])]
 
 
-def verify_beton(beton_path: Path, table_path: Path, num_workers: int = 2, image_size: int = 32) -> dict:
+def verify_beton(beton_path: Path, table_path: Path, num_workers: int, image_size: int = 32) -> dict:
     """Read every record back (images decoded through ffcv's Loader, texts from the file) and check
     them against the table: same count, rows in order, same keys and captions."""
     beton_path = Path(beton_path)

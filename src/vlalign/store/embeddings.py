@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_dir, atomic_path, replace_dir, write_json
+from vlalign.io import atomic_dir, atomic_path, replace_dir, work_dir, write_json
 
 DTYPE = np.float16
 PROGRESS = "progress.json"
@@ -30,12 +30,6 @@ def _part_name(index: int) -> str:
 
 def _keys_name(index: int) -> str:
     return f"part-{index:05d}.keys.npy"
-
-
-def work_dir(out_dir: str | os.PathLike) -> Path:
-    """Where the store for `out_dir` is written until it is complete."""
-    out_dir = Path(out_dir)
-    return out_dir.parent / f".{out_dir.name}.inprogress"
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

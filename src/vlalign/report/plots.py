@@ -1,4 +1,4 @@
-"""Figures: training curves of one run and of all runs, the curation effect; one way to save them."""
+"""The report's figures: every run's training curves, the curation effect; how metric columns are labelled."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vlalign.io import atomic_path
+from vlalign.figures import pyplot, save_figure
 
 
 def metric_label(column: str, separator: str = " ") -> str:
@@ -14,44 +14,10 @@ def metric_label(column: str, separator: str = " ") -> str:
     return column.replace("_recall_at_", " R@").replace(".", separator)
 
 
-def plot_training_curves(history: list[dict], path: Path, title: str = "training") -> None:
-    """Loss (train per step, validation per epoch), logit scale and bias, learning rate against step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    frame = pd.DataFrame(history)
-    steps = frame.dropna(subset=["loss"]) if "loss" in frame else frame.iloc[0:0]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    axes[0].plot(steps["step"], steps["loss"], label="train (per step)", linewidth=1)
-    if "val_loss" in frame:
-        val = frame.dropna(subset=["val_loss"])
-        axes[0].plot(val["step"], val["val_loss"], "o-", label="validation (per epoch)")
-    axes[0].set(xlabel="step", ylabel="loss", title="loss")
-    axes[0].legend()
-    axes[1].plot(steps["step"], steps["logit_scale"], label="logit scale (exp)")
-    axes[1].set(xlabel="step", ylabel="logit scale", title="temperature")
-    bias_axis = axes[1].twinx()
-    bias_axis.plot(steps["step"], steps["logit_bias"], color="tab:orange", label="logit bias")
-    bias_axis.set_ylabel("logit bias")
-    axes[1].legend(loc="upper left")
-    bias_axis.legend(loc="lower right")
-    axes[2].plot(steps["step"], steps["lr"])
-    axes[2].set(xlabel="step", ylabel="learning rate", title="schedule")
-    fig.suptitle(title)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def plot_runs_training_curves(curves: dict[str, pd.DataFrame], path: Path) -> Path:
     """Every run's training loss per step (a moving average over 1/20 of its steps, the raw values faint)
     and validation loss per epoch, one colour per run: the runs of a sweep compared at a glance."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (train_ax, val_ax) = plt.subplots(1, 2, figsize=(12, 4))
     for index, (run, frame) in enumerate(curves.items()):
         colour = f"C{index % 10}"
@@ -77,11 +43,7 @@ def plot_curation_effect(fates: dict[str, dict[str, int]], scores: pd.DataFrame,
 
     `fates`: pool -> {"kept": n, filter name: samples it dropped}; `scores`: one row per pool (index), the
     metrics as columns, plus "train_pairs"."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     pools = list(fates)
     filters = list(dict.fromkeys(name for fate in fates.values() for name in fate if name != "kept"))
     colours = {name: f"C{(index + 3) % 10}" for index, name in enumerate(filters)}
@@ -109,13 +71,3 @@ def plot_curation_effect(fates: dict[str, dict[str, int]], scores: pd.DataFrame,
     score_ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.22), ncol=2)
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def save_figure(fig, path: Path) -> Path:
-    """Write a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as part:
-        fig.savefig(part, dpi=110, format="png")
-    plt.close(fig)
-    return Path(path)

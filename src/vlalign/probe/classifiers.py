@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from vlalign.evaluate.metrics import _as_matrix, _normalise, _pessimistic_rank, _row_blocks
+from vlalign.schema import default
 
 
 def _as_labels(labels: np.ndarray, n_rows: int, name: str, features: str) -> np.ndarray:
@@ -83,8 +84,8 @@ def knn_accuracy(
     train_labels: np.ndarray,
     test_features: np.ndarray,
     test_labels: np.ndarray,
-    ks: Sequence[int] = (10, 20, 100, 200),
-    temperature: float = 0.07,
+    ks: Sequence[int] | None = None,
+    temperature: float | None = None,
 ) -> dict[str, float]:
     """Top-1 accuracy of the weighted k-NN classifier of DINO (Caron et al. 2021) for each k.
 
@@ -94,8 +95,11 @@ def knn_accuracy(
     at the k-th place are taken other-class first, then by lower training index (see _nearest).
     A k above the number of training rows is clamped to it (with a warning) but keeps its name.
     Test rows are scored in blocks, so memory stays bounded whatever the set sizes.
-    Returns knn_top1_k{k} per k as a fraction in [0, 1].
+    Returns knn_top1_k{k} per k as a fraction in [0, 1]. `ks` and `temperature` default to the schema's
+    `probe.knn_ks` and `probe.knn_temperature`.
     """
+    ks = default("probe.knn_ks") if ks is None else ks
+    temperature = default("probe.knn_temperature") if temperature is None else temperature
     train_x, train_y, test_x, test_y, n_classes = _check_split(train_features, train_labels, test_features, test_labels)
     if len(ks) == 0 or any(int(k) != k or k < 1 for k in ks):
         raise ValueError(f"ks must be positive integers, got {list(ks)}")

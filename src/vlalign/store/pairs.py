@@ -1,8 +1,10 @@
-"""Frozen-encoder embeddings of paired samples, and their projection through a trained aligner."""
+"""Frozen-encoder embeddings of paired samples: image and text stores joined row for row by key."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from vlalign.store.embeddings import open_embeddings
 
 
 def paired_embeddings(image_dir: str, text_dir: str, keys: set[str] | None = None, lazy: bool = False):
@@ -13,8 +15,6 @@ def paired_embeddings(image_dir: str, text_dir: str, keys: set[str] | None = Non
     once for the whole pool and curated pools select from them. `lazy` returns `StoreRows`
     views that read rows from the memory-mapped store only when indexed, instead of arrays.
     """
-    from vlalign.store.embeddings import open_embeddings
-
     images, texts = open_embeddings(image_dir), open_embeddings(text_dir)
     stored = list(images.keys)
     if stored != list(texts.keys):
@@ -36,30 +36,6 @@ def paired_embeddings(image_dir: str, text_dir: str, keys: set[str] | None = Non
 def keyed_rows(store_dir: str, keys: list[str]):
     """A lazy view of the store's rows for `keys`, in that order; NaN rows for keys the store does
     not hold (e.g. captions no negative-caption rule applied to)."""
-    from vlalign.store.embeddings import open_embeddings
-
     store = open_embeddings(store_dir)
     position = {key: row for row, key in enumerate(store.keys)}
     return store.rows([position.get(key, -1) for key in keys])
-
-
-def project(model, image_emb: np.ndarray | None, text_emb: np.ndarray | None,
-            name: str = "the aligner") -> tuple[np.ndarray | None, ...]:  # fmt: skip
-    """The aligner's towers on frozen features: L2-normalised shared-space embeddings (None stays None).
-    Features of another width than the aligner was trained on (other encoders) are refused, naming `name`."""
-    import torch
-
-    device = next(model.parameters()).device
-
-    def run(tower, features):
-        if features is None:
-            return None
-        side = "image" if tower == model.encode_image else "text"
-        expected = model.settings[f"{side}_dim"]
-        if features.ndim != 2 or features.shape[1] != expected:
-            raise ValueError(f"{name} was trained on {expected}-d {side} features, but these {side} embeddings are "
-                             f"{tuple(features.shape)}: they come from another {side} encoder")
-        with torch.inference_mode():
-            return tower(torch.as_tensor(features, dtype=torch.float32, device=device)).float().cpu().numpy()
-
-    return run(model.encode_image, image_emb), run(model.encode_text, text_emb)

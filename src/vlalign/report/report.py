@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from vlalign.evaluate.plots import metric_label, plot_curation_effect, plot_runs_training_curves, save_figure
+from vlalign.figures import pyplot, save_figure
+from vlalign.report.plots import metric_label, plot_curation_effect, plot_runs_training_curves
 from vlalign.io import atomic_path
 
 # Columns shown in the headline table, in this order, when present.
@@ -190,11 +191,9 @@ def plot_comparison(table: pd.DataFrame, path: Path) -> Path | None:
     metrics = [c for c in HEADLINE if c in table.columns and c != "train_pairs"]
     if not metrics or table.empty:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(2.2 * len(metrics) + 3, 4.2))
     width = 0.8 / len(table)

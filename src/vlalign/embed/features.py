@@ -1,4 +1,4 @@
-"""Embed stage: frozen-encoder features of a .beton's images or a table's captions, resumable.
+"""Frozen-encoder features of a .beton's images or a table's captions into an embedding store, resumable.
 
 A dataset can be split into `parts` contiguous row ranges (`part_rows`) that separate jobs embed
 in parallel (N GPUs, N SLURM jobs); `vlalign.store.embeddings.gather_embeddings` joins them into
@@ -16,20 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .encoders import create_encoder
-from .progress import Progress
-from .store.beton import image_loader
-from .store.embeddings import EmbeddingWriter
-
-
-def resolve_device(device: str = "auto", part: int = 0) -> str:
-    """"auto" is CUDA when present; part i of a scattered job takes GPU i mod the visible GPUs, so
-    parallel parts fill a multi-GPU box (a SLURM job that sees one GPU always gets cuda:0)."""
-    if device == "auto":
-        return f"cuda:{part % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu"
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA device")
-    return device
+from vlalign.devices import resolve_device
+from vlalign.encoders import create_encoder, encoder_options
+from vlalign.progress import Progress
+from vlalign.schema import complete
+from vlalign.store.beton import image_loader
+from vlalign.store.embeddings import EmbeddingWriter
 
 
 def part_rows(count: int, part: int, parts: int) -> tuple[int, int]:
@@ -44,6 +36,15 @@ def _read_table(table_path, columns: list[str]) -> pd.DataFrame:
     if not np.array_equal(table["row"].to_numpy(), np.arange(len(table))):
         raise ValueError(f"{table_path}: rows are not 0..{len(table) - 1}")
     return table.reset_index(drop=True)
+
+
+def _load_encoder(encoder: dict, embed: dict | None, part: int):
+    """The encoder of a config entry of `encoders` on its device, its batch size, and the `embed` settings,
+    both completed from the schema."""
+    encoder = complete("encoders.*", encoder, what="encoder")
+    embed = complete("embed", embed)
+    model = create_encoder(encoder["spec"], device=resolve_device(embed["device"], part), **encoder_options(encoder))
+    return model, encoder["batch_size"], embed
 
 
 def _open_writer(out_dir, encoder, source, table_path, count: int, part: int, parts: int, rows_per_part: int):
@@ -75,17 +76,17 @@ def _summary(writer: EmbeddingWriter, resumed_from: int, started: float, first_b
     return summary
 
 
-def embed_images(beton_path, table_path, encoder_spec: str, encoder_options: dict | None,
-                 out_dir: str | os.PathLike, batch_size: int = 64, num_workers: int = 2,
-                 device: str = "auto", progress: bool = True, rows_per_part: int = 65536,
-                 part: int = 0, parts: int = 1) -> dict:
+def embed_images(beton_path, table_path, encoder: dict, out_dir: str | os.PathLike, embed: dict | None = None,
+                 part: int = 0, parts: int = 1, progress: bool = True, rows_per_part: int = 65536) -> dict:
     """Image features of the .beton's rows (all, or part `part` of `parts`) into an embedding store.
 
-    Decoding, cropping and resizing run in ffcv's loader workers; normalisation, precision and
-    memory layout are the encoder's, on the device.
+    `encoder` is a config entry of `encoders` ({"spec": ..., "batch_size": ..., ...}), `embed` the `embed`
+    settings (loader workers, device); keys left out take the schema's defaults. Decoding, cropping and
+    resizing run in ffcv's loader workers; normalisation, precision and memory layout are the encoder's,
+    on the device.
     """
     started = time.perf_counter()
-    encoder = create_encoder(encoder_spec, device=resolve_device(device, part), **(encoder_options or {}))
+    encoder, batch_size, embed = _load_encoder(encoder, embed, part)
     keys = _read_table(table_path, ["key"])["key"].to_numpy()
     writer, start, stop = _open_writer(out_dir, encoder, beton_path, table_path, len(keys), part, parts,
                                        rows_per_part)  # fmt: skip
@@ -93,7 +94,7 @@ def embed_images(beton_path, table_path, encoder_spec: str, encoder_options: dic
     first_batch = None
     if start + done < stop:
         loader = image_loader(
-            Path(beton_path), encoder.image_size, batch_size, num_workers, device=str(encoder.device),
+            Path(beton_path), encoder.image_size, batch_size, embed["num_workers"], device=str(encoder.device),
             indices=np.arange(start + done, stop), crop_ratio=encoder.crop_ratio,
         )
         if loader.reader.num_samples != len(keys):
@@ -154,16 +155,17 @@ def _extra_captions(table_path, field: str) -> pd.DataFrame:
     return found.reset_index(drop=True)
 
 
-def embed_texts(table_path, encoder_spec: str, encoder_options: dict | None, out_dir: str | os.PathLike,
-                batch_size: int = 256, device: str = "auto", progress: bool = True,
-                rows_per_part: int = 65536, part: int = 0, parts: int = 1, caption_field: str | None = None) -> dict:
-    """Caption features of the table's rows (all, or part `part` of `parts`), keyed like the images.
+def embed_texts(table_path, encoder: dict, out_dir: str | os.PathLike, embed: dict | None = None,
+                caption_field: str | None = None, part: int = 0, parts: int = 1, progress: bool = True,
+                rows_per_part: int = 65536) -> dict:
+    """Caption features of the table's rows (all, or part `part` of `parts`), keyed like the images;
+    `encoder` and `embed` as for `embed_images`.
 
     `caption_field` embeds an extra caption set instead: the text each sample's metadata holds under
     that name (e.g. a URL list's `long_caption` column); samples without one are left out.
     """
     started = time.perf_counter()
-    encoder = create_encoder(encoder_spec, device=resolve_device(device, part), **(encoder_options or {}))
+    encoder, batch_size, _ = _load_encoder(encoder, embed, part)
     table = _read_table(table_path, ["key", "caption"]) if caption_field is None else _extra_captions(
         table_path, caption_field)
     source = table_path if caption_field is None else f"{table_path}#{caption_field}"

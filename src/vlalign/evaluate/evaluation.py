@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
-def eval_dataset(source: str) -> str:
-    """Name of a source's eval split as a dataset (beton, table and embeddings use it)."""
-    return f"eval_{source}"
+from vlalign.config import eval_dataset
+from vlalign.schema import complete
 
 
 def expand_templates(templates: list[str]) -> list[str]:
@@ -28,7 +26,7 @@ def class_prompts(classnames: list[str], templates: list[str]) -> list[str]:
 
 def class_embeddings(model, text_encoder, classnames: list[str], templates: list[str]) -> np.ndarray:
     """One aligned embedding per class: the normalised mean of its normalised prompt embeddings."""
-    from vlalign.evaluate.aligned import project
+    from vlalign.align.projection import project
 
     _, aligned = project(model, None, text_encoder.encode(class_prompts(classnames, templates)))
     per_class = aligned.reshape(len(classnames), len(templates), -1).mean(axis=1)
@@ -83,19 +81,21 @@ def compositional_metrics(z_img: np.ndarray, metas: list[dict], encode) -> dict[
     return found
 
 
-def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, settings: dict) -> dict:
-    """Metrics named `{dataset}.{metric}` for every retrieval and zero-shot set in `settings["evaluate"]`."""
+def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, evaluate: dict | None = None,
+                        device: str = "auto") -> dict:
+    """Metrics named `{dataset}.{metric}` for every retrieval, compositional and zero-shot set of `evaluate` (the
+    config's `evaluate`, keys left out taking the schema's defaults), read from `results_dir`."""
     from vlalign.align.checkpoint import load_checkpoint
-    from vlalign.evaluate.aligned import paired_embeddings, project
-    from vlalign.embed import resolve_device
+    from vlalign.align.projection import project
+    from vlalign.devices import resolve_device
     from vlalign.encoders import create_encoder, encoder_options
     from vlalign.evaluate.metrics import retrieval_recall, zeroshot_accuracy
 
-    device = resolve_device(settings["device"])
+    device = resolve_device(device)
     model, info = load_checkpoint(checkpoint, device=device)
     model.eval()
     towers = info["encoders"]
-    ev = settings["evaluate"]
+    ev = complete("evaluate", evaluate)
     # The pool size travels with the metrics so a curation sweep can be read from one table.
     metrics: dict[str, float] = {"train_pairs": float(info["train_pairs"])}
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlalign.evaluate.plots import save_figure
+from vlalign.config import eval_dataset
+from vlalign.figures import pyplot, save_figure
 from vlalign.io import atomic_path, write_json
 
 ALIGNMENT = "alignment_score"
@@ -27,7 +28,7 @@ def vision_measures(knn_ks: list[int]) -> list[str]:
     return [KNN.format(k=k) for k in knn_ks] + [LINEAR]
 
 
-def matrix_table(cells: list[dict], vision: dict[str, dict], eval_dataset: str, knn_ks: list[int]) -> pd.DataFrame:
+def matrix_table(cells: list[dict], vision: dict[str, dict], dataset: str, knn_ks: list[int]) -> pd.DataFrame:
     """One row per cell: the pair, its alignment score and R@10 per direction, and the vision encoder's
     measures, per classification set (`{set}.{measure}`) and averaged over the sets (`mean.{measure}`).
 
@@ -37,13 +38,13 @@ def matrix_table(cells: list[dict], vision: dict[str, dict], eval_dataset: str, 
     rows = []
     for cell in cells:
         metrics = cell["metrics"]
-        key = f"{eval_dataset}.{ALIGNMENT}"
+        key = f"{dataset}.{ALIGNMENT}"
         if key not in metrics:
             raise ValueError(f"probe {cell['image_encoder']}__{cell['text_encoder']}: no {key!r} in its metrics")
         row = {"image_encoder": cell["image_encoder"], "text_encoder": cell["text_encoder"],
                ALIGNMENT: metrics[key],
-               "image_to_text_recall_at_10": metrics.get(f"{eval_dataset}.image_to_text_recall_at_10", math.nan),
-               "text_to_image_recall_at_10": metrics.get(f"{eval_dataset}.text_to_image_recall_at_10", math.nan)}
+               "image_to_text_recall_at_10": metrics.get(f"{dataset}.image_to_text_recall_at_10", math.nan),
+               "text_to_image_recall_at_10": metrics.get(f"{dataset}.text_to_image_recall_at_10", math.nan)}
         if cell["image_encoder"] not in vision:
             raise ValueError(f"no vision probe for {cell['image_encoder']!r}")
         found = vision[cell["image_encoder"]]
@@ -91,11 +92,7 @@ def _label(measure: str) -> str:
 
 def plot_heatmap(table: pd.DataFrame, image_encoders: list[str], text_encoders: list[str], path: Path) -> Path:
     """Vision encoders × text encoders, each cell's alignment score written in it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     grid = table.pivot(index="image_encoder", columns="text_encoder", values=ALIGNMENT)
     grid = grid.reindex(index=image_encoders, columns=text_encoders)
     fig, ax = plt.subplots(figsize=(2.0 + 1.6 * len(text_encoders), 1.4 + 0.6 * len(image_encoders)))
@@ -116,11 +113,7 @@ def plot_heatmap(table: pd.DataFrame, image_encoders: list[str], text_encoders: 
 def plot_scatter(table: pd.DataFrame, found: pd.DataFrame, knn_ks: list[int], path: Path) -> Path:
     """Alignment score against each vision measure: one panel per measure, one colour per text encoder,
     each point named by its vision encoder, Pearson r / Spearman rho per text encoder in the legend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     measures = vision_measures(knn_ks)
     columns = min(3, len(measures))
     rows = math.ceil(len(measures) / columns)
@@ -152,8 +145,8 @@ def write_probing_matrix(cells: list[dict], vision: dict[str, dict], settings: d
     metrics.json (flat: `{image}__{text}.alignment_score` and `corr.{measure}.{text}.{pearson|spearman}`)
     into `out_dir`; returns the flat metrics."""
     knn_ks = settings["knn_ks"]
-    eval_dataset = f"eval_{settings['eval_source']}"
-    table = matrix_table(cells, vision, eval_dataset, knn_ks)
+    evaluated = eval_dataset(settings["eval_source"])
+    table = matrix_table(cells, vision, evaluated, knn_ks)
     found = correlations(table, knn_ks)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +162,7 @@ def write_probing_matrix(cells: list[dict], vision: dict[str, dict], settings: d
     per_vision = table.drop_duplicates("image_encoder").set_index("image_encoder")[vision_columns]
     per_vision = per_vision.rename(columns=lambda c: _label(c.removeprefix("mean.")))
     text = (f"# Probing matrix\n\nAlignment score: retrieval R@10 (mean of image→text and text→image) of the "
-            f"linear alignment probe on {eval_dataset}.\n\n{grid.to_markdown(floatfmt='.3f')}\n\n"
+            f"linear alignment probe on {evaluated}.\n\n{grid.to_markdown(floatfmt='.3f')}\n\n"
             f"![heat map](alignment_heatmap.png)\n\n## Vision encoders (accuracy, mean over the classification "
             f"sets)\n\n{per_vision.to_markdown(floatfmt='.3f')}\n\n## Correlation with alignment\n\n"
             f"{found.to_markdown(index=False, floatfmt='.3f')}\n\n![scatter](alignment_vs_vision.png)\n")  # fmt: skip

@@ -1,0 +1,54 @@
+"""`vlalign select`: a curated pool's filters applied to the measurements: decisions, curated shards, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlalign.config import pool_filters
+from vlalign.stage import Stage, arg, print_summary, track
+
+
+def settings(config: dict, pool: str) -> dict:
+    return {"filters": pool_filters(config, pool), "samples_per_shard": config["samples_per_shard"]}
+
+
+def run(settings: dict, args) -> None:
+    import pandas as pd
+
+    from vlalign.curate.decide import decide
+    from vlalign.curate.report import write_curation_report
+    from vlalign.curate.shards import write_curated_shards
+    from vlalign.io import atomic_dir, atomic_path
+
+    filters = settings["filters"]
+    with track("select", settings, pool=args.pool) as tracked:
+        measurements = pd.read_parquet(args.measurements)
+        if args.alignment_scores:
+            scores = pd.read_parquet(args.alignment_scores)
+            measurements = measurements.merge(scores, on="key", how="left")
+        folders = [Path(f) for f in args.inputs]
+        with atomic_dir(args.out) as tmp:
+            decisions = decide(measurements, filters)
+            with atomic_path(tmp / "decisions.parquet") as part:
+                decisions.to_parquet(part, index=False)
+            write_curated_shards(decisions, folders, tmp / "shards", settings["samples_per_shard"])
+            summary = write_curation_report(decisions, folders, tmp, filters)
+        tracked.log_metrics(summary)
+        tracked.log_output("decisions", Path(args.out) / "decisions.parquet")
+        for figure in sorted(Path(args.out).glob("*.png")) + sorted(Path(args.out).glob("*.md")):
+            tracked.log_output(figure.stem, figure)
+        tracked.log_output("shards", Path(args.out) / "shards")
+    print_summary("select", summary)
+
+
+STAGE = Stage(
+    "select", "apply a curated pool's filters: decisions.parquet, curated shards, curation report", run,
+    arguments=(
+        arg("--pool", required=True, help="pool name (a key of curate.pools)"),
+        arg("--measurements", required=True),
+        arg("--alignment-scores", help="scores.parquet of the run that scores this pool"),
+        arg("--inputs", nargs="+", required=True, help="shard folders of the pool"),
+        arg("--out", required=True),
+    ),
+    settings=settings, wildcards=("pool",),
+)  # fmt: skip

@@ -1,0 +1,34 @@
+"""`vlalign download`: a source into webdataset shards per split and a manifest of every item."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlalign.stage import Stage, arg, print_summary, track
+
+
+def settings(config: dict, source: str) -> dict:
+    return {"source": config["sources"][source], "deb_cache": config["deb_cache"],
+            "samples_per_shard": config["samples_per_shard"]}  # fmt: skip
+
+
+def run(settings: dict, args) -> None:
+    from vlalign.data.download import run_download
+
+    with track("download", settings, source=args.source) as tracked:
+        summary = run_download(args.source, settings["source"], args.out, settings["deb_cache"],
+                               settings["samples_per_shard"])  # fmt: skip
+        tracked.log_metrics(summary)
+        tracked.log_output("manifest", Path(args.out) / "manifest.parquet")
+        tracked.log_output("shards", args.out)
+    print_summary("download", summary)
+
+
+STAGE = Stage(
+    "download", "fetch a source into webdataset shards + manifest", run,
+    arguments=(
+        arg("--source", required=True, help="source name (a key of `sources`)"),
+        arg("--out", required=True, help="output folder: {split}/shard-*.tar + manifest.parquet"),
+    ),
+    settings=settings, wildcards=("source",),
+)  # fmt: skip

@@ -1,0 +1,58 @@
+"""`vlalign evaluate`: zero-shot classification, retrieval and compositionality of one trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vlalign.stage import Stage, arg, print_summary, track
+
+
+def settings(config: dict) -> dict:
+    return {"evaluate": config["evaluate"], "device": config["train"]["device"],
+            "text_encoder": config["encoders"][config["text_encoder"]]}  # fmt: skip
+
+
+def _train_run(tracked, run_name: str) -> str | None:
+    """The MLflow run of the training this evaluation scores, if the store has it."""
+    if tracked.run_id is None:
+        return None
+    try:
+        experiment_id = tracked.client.get_run(tracked.run_id).info.experiment_id
+        found = tracked.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.rule = 'train' and tags.`wildcard.run` = '{run_name}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except Exception as exc:
+        tracked.errors.append(f"finding the train run failed: {exc}")
+        return None
+    return found[0].info.run_id if found else None
+
+
+def run(settings: dict, args) -> None:
+    from vlalign.evaluate.evaluation import evaluate_checkpoint
+    from vlalign.io import write_json
+
+    with track("evaluate", settings, run=args.run) as tracked:
+        metrics = evaluate_checkpoint(args.checkpoint, Path(args.eval_dir), settings["evaluate"], settings["device"])
+        write_json(args.out, {"name": args.run, "metrics": metrics})
+        tracked.log_metrics(metrics)
+        tracked.log_output("metrics", args.out)
+        train_run = _train_run(tracked, args.run)
+        if train_run is not None:
+            # Also on the trained model's own run, so the MLflow UI compares runs by their metrics.
+            tracked.log_metrics(metrics, run_id=train_run)
+    print_summary("evaluate", metrics)
+
+
+STAGE = Stage(
+    "evaluate", "zero-shot classification and retrieval of a trained run", run,
+    arguments=(
+        arg("--run", required=True),
+        arg("--checkpoint", required=True),
+        arg("--eval-dir", required=True, help="results folder holding beton/ and embeddings/"),
+        arg("--out", required=True, help="metrics.json"),
+    ),
+    settings=settings,
+)  # fmt: skip

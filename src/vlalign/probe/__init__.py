@@ -1,0 +1,1 @@
+"""The probing matrix: how alignable each (vision, text) encoder pair is, and what predicts it (SAIL)."""

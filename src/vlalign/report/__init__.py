@@ -1,0 +1,1 @@
+"""The comparison report over every run: tables, figures, markdown and HTML."""
