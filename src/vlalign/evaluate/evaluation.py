@@ -88,6 +88,7 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, evaluate: dic
     from vlalign.align.checkpoint import load_checkpoint
     from vlalign.align.projection import project
     from vlalign.devices import resolve_device
+    from vlalign.store.pairs import paired_embeddings
     from vlalign.encoders import create_encoder, encoder_options
     from vlalign.evaluate.metrics import retrieval_recall, zeroshot_accuracy
 
