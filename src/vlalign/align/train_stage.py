@@ -64,7 +64,8 @@ STAGE = Stage(
         # --run-name: torchrun's own parser takes "--run" for an abbreviation of its --run-path.
         arg("--run", "--run-name", dest="run", required=True, help="run name (a key of train.runs)"),
         arg("--negative-embeddings", help="text embeddings of the hard-negative captions"),
-        arg("--extra-text-embeddings", nargs="*", default=[], help="text embeddings of extra caption sets (multi-positive)"),
+        arg("--extra-text-embeddings", nargs="*", default=[],
+            help="text embeddings of extra caption sets (multi-positive)"),
     ),
     settings=settings, wildcards=("run",),
 )  # fmt: skip
