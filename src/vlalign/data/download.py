@@ -22,12 +22,12 @@ from vlalign.data.debian import extract_deb, fetch_deb
 from vlalign.data.folder import folder_items
 from vlalign.data.images import inspect_image
 from vlalign.data.manifest import manifest_frame, manifest_row
-from vlalign.parallel import thread_map
 from vlalign.data.shards import Sample, ShardWriter
 from vlalign.data.sources import DEBIAN_SOURCES, SourceItem, deterministic_subset, load_classnames, split_of
 from vlalign.data.url_download import UrlListDownload
 from vlalign.data.webdataset_source import shard_problems, webdataset_items
 from vlalign.io import atomic_dir, atomic_path
+from vlalign.parallel import thread_map
 from vlalign.progress import Progress
 from vlalign.schema import complete, default
 
@@ -39,6 +39,7 @@ class Target:
     out_dir: Path
     samples_per_shard: int
     deb_cache: Path | None  # None for sources that are not Debian packages
+
 
 @dataclass
 class Checks:
