@@ -1,11 +1,15 @@
 # vlalign: download -> curate -> convert (FFCV) -> embed -> train (SAIL) -> probe / evaluate -> report.
-# Run: snakemake --cores all --resources gpu=1   (config: config/config.yaml)
+# Run: snakemake --cores all --resources gpu=1   (the demo: config/config.yaml)
+#      snakemake --cores all --resources gpu=1 --configfile my.yaml   (your own config, and nothing else)
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# A config given with --configfile is the whole configuration: the demo's file is read only when none is.
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
 
 
 # MLFLOW_TRACKING_URI is declared in profiles/slurm (`envvars:` there), not with an `envvars:`
@@ -30,8 +34,8 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        "results/report/summary.md",
+        result("report/summary.md"),
 
 
 onsuccess:
-    print_summary("results/report/summary.md")
+    print_summary(result("report/summary.md"))

@@ -207,8 +207,8 @@ def test_snakemake_download_killed_then_rerun_ends_as_an_uninterrupted_run(serve
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--cores", "1", "results/download/web"]
-    out = tmp_path / "results" / "download" / "web"
+    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--cores", "1", "results/demo/download/web"]
+    out = tmp_path / "results" / "demo" / "download" / "web"
     work = work_dir(out)
 
     child = spawn(command, cwd=tmp_path, env=env)
@@ -222,7 +222,7 @@ def test_snakemake_download_killed_then_rerun_ends_as_an_uninterrupted_run(serve
     server.requests.clear()
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    log = (tmp_path / "results" / "logs" / "download" / "web.log").read_text()
+    log = (tmp_path / "results" / "demo" / "logs" / "download" / "web.log").read_text()
     assert f"resuming, {len(done)} of 10 chunks already finished" in log
     refetched = [i for i in range(len(urls)) if server.requests[urls[i].removeprefix(server.base)]]
     assert len(refetched) <= 40 - 4 * len(done)

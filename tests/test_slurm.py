@@ -80,6 +80,7 @@ def test_small_demo_runs_through_slurm_like_locally(slurm_cluster, tracking_serv
     submitted = {rule: n for rule, n in job_counts(planned.stdout).items() if rule not in ("all", "report", "total")}
     result, local_seconds = run_snakemake("--cores", "2", "--resources", "gpu=1", cwd=local)
     assert result.returncode == 0, result.stderr[-5000:] + logs(local / "results")
+    experiment = config["experiment"]
 
     profile = site_profile(tmp_path / "profile", slurm_cluster)
     # profiles/default (the one-GPU box) would also apply and cap every job at gpu=1: `--workflow-profile none`.
@@ -105,21 +106,22 @@ def test_small_demo_runs_through_slurm_like_locally(slurm_cluster, tracking_serv
     assert (jobs.tres.str.contains("gres/gpu=1") == jobs.rule.isin(GPU_RULES)).all(), jobs[["rule", "tres"]]
 
     # The results equal the local run's.
-    for workdir in (local, cluster_dir):
-        assert (workdir / "results" / "report" / "summary.md").exists()
+    cluster_results, local_results = (workdir / "results" / experiment for workdir in (cluster_dir, local))
+    for results in (local_results, cluster_results):
+        assert (results / "report" / "summary.md").exists()
     pd.testing.assert_frame_equal(
-        pd.read_csv(cluster_dir / "results" / "report" / "summary.csv", index_col=0),
-        pd.read_csv(local / "results" / "report" / "summary.csv", index_col=0),
+        pd.read_csv(cluster_results / "report" / "summary.csv", index_col=0),
+        pd.read_csv(local_results / "report" / "summary.csv", index_col=0),
     )
     for pool in config["curate"]["pools"]:
-        decisions = f"results/curate/pools/{pool}/decisions.parquet"
-        pd.testing.assert_frame_equal(pd.read_parquet(cluster_dir / decisions), pd.read_parquet(local / decisions))
+        decisions = f"curate/pools/{pool}/decisions.parquet"
+        pd.testing.assert_frame_equal(pd.read_parquet(cluster_results / decisions),
+                                      pd.read_parquet(local_results / decisions))  # fmt: skip
     for path in ("train/basic/model.safetensors", "curate/alignment/basic.parquet", "beton/pool.parquet"):
-        assert (cluster_dir / "results" / path).read_bytes() == (local / "results" / path).read_bytes(), path
+        assert (cluster_results / path).read_bytes() == (local_results / path).read_bytes(), path
 
     # Every job logged its run to the tracking server over HTTP, none to a sqlite file of its own.
     assert not (cluster_dir / "results" / "mlflow.db").exists()
-    experiment = config["experiment"]
     server_runs = runs_by_rule(mlflow.MlflowClient(tracking_server.uri), experiment)
     local_runs = runs_by_rule(mlflow.MlflowClient(f"sqlite:///{local / 'results' / 'mlflow.db'}"), experiment)
     count = lambda runs: pd.Series([r.data.tags["rule"] for r in runs]).value_counts().to_dict()  # noqa: E731

@@ -126,10 +126,10 @@ def tiny_config(deb_cache: Path) -> dict:
 def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     write_config(tmp_path, tiny_config(deb_cache))
     result = snakemake("--cores", "2", "--resources", "gpu=1", cwd=tmp_path)
-    logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((tmp_path / "results" / "logs").rglob("*.log")))
+    results = tmp_path / "results" / "vlalign-test"  # {results_dir}/{experiment}
+    logs = "\n".join(f"== {p}\n{p.read_text()[-3000:]}" for p in sorted((results / "logs").rglob("*.log")))
     assert result.returncode == 0, result.stderr[-5000:] + logs
 
-    results = tmp_path / "results"
     summary = (results / "report" / "summary.md").read_text()
     assert "probe:efficientnet_lite0__minilm_l6" in summary
     table = pd.read_csv(results / "report" / "summary.csv", index_col=0)
@@ -168,7 +168,7 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     for bench in ("download/tuxpaint.tsv", "embed/pool/efficientnet_lite0.tsv", "train/basic.tsv"):
         assert (results / "benchmarks" / bench).exists()
 
-    client = mlflow.MlflowClient(f"sqlite:///{results / 'mlflow.db'}")
+    client = mlflow.MlflowClient(f"sqlite:///{results.parent / 'mlflow.db'}")  # one store for every experiment
     runs = client.search_runs([client.get_experiment_by_name("vlalign-test").experiment_id], max_results=1000)
     by_rule = pd.Series([r.data.tags["rule"] for r in runs]).value_counts().to_dict()
     assert by_rule == {"download": 4, "measure": 1, "select": 4, "score": 1, "convert": 4, "embed": 15,

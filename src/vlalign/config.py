@@ -16,20 +16,70 @@ from vlalign.schema import ConfigError, DefaultsValidator, defaults_errors, key_
 __all__ = ["ConfigError", "load_config", "load_schema", "validate_config"]
 
 
-def validate_config(config: dict) -> dict:
-    """Return a validated copy of `config` with every default filled in; raise ConfigError naming the key."""
+def validate_config(config: dict, name: str | None = None) -> dict:
+    """Return a validated copy of `config` with every default filled in; raise ConfigError naming the key.
+
+    `name` (the config file's name, without suffix) names the experiment when the config does not."""
     config = copy.deepcopy(config)
     validator = DefaultsValidator(load_schema())
     errors = defaults_errors(validator, config)
     if errors:
         lines = [f"  {key_path(e)}: {e.message}" for e in errors]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines))
+    _resolve_derived_defaults(config, name)
     _check_overrides(config, validator)
     _check_references(config)
     problems = _input_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
     return config
+
+
+def _resolve_derived_defaults(config: dict, name: str | None) -> None:
+    """Fill the `null` defaults that follow from other keys, so every job sees the same concrete values."""
+    from vlalign.encoders import check_encoder_entry, is_text_spec
+
+    if config["experiment"] is None:
+        config["experiment"] = name or "vlalign"
+    if config["deb_cache"] is None:
+        config["deb_cache"] = str(Path(config["results_dir"]) / "debs")
+    if config["curate"]["sources"] is None:
+        config["curate"]["sources"] = [n for n, s in config["sources"].items() if s["eval_fraction"] < 1
+                                       and s["type"] not in _evaluation_types()]  # fmt: skip
+        if not config["curate"]["sources"]:
+            raise ConfigError("curate.sources: no source has a train split (every eval_fraction is 1); "
+                              "add a training source or lower an eval_fraction")  # fmt: skip
+    for side, wants_text in (("image", False), ("text", True)):
+        key = f"{side}_encoder"
+        if config[key] is not None:
+            continue
+        found = [alias for alias, entry in config["encoders"].items()
+                 if not check_encoder_entry(entry) and is_text_spec(entry["spec"]) == wants_text]  # fmt: skip
+        if len(found) != 1:
+            raise ConfigError(f"{key}: name the {side} tower, one of the aliases under encoders "
+                              f"({'none is an ' + side + ' encoder' if not found else ', '.join(found)})")
+        config[key] = found[0]
+    probe = config["probe"]
+    if probe["pool"] is None:
+        probe["pool"] = config["train"]["pool"]
+    if probe["eval_source"] is None and config["evaluate"]["retrieval"]:
+        probe["eval_source"] = config["evaluate"]["retrieval"][0]
+
+
+def _evaluation_types() -> list[str]:
+    from vlalign.data.download import SOURCE_TYPES
+
+    return sorted(kind for kind, declared in SOURCE_TYPES.items() if declared.evaluation)
+
+
+def probing(config: dict) -> bool:
+    """Whether the config asks for SAIL's probing matrix."""
+    return config["probe"]["image_encoders"] is not None or config["probe"]["text_encoders"] is not None
+
+
+def experiment_dir(config: dict) -> Path:
+    """`{results_dir}/{experiment}`: where every output of the experiment goes."""
+    return Path(config["results_dir"]) / config["experiment"]
 
 
 def _input_problems(config: dict) -> list[str]:
@@ -54,7 +104,8 @@ def _check_overrides(config: dict, validator) -> None:
     settings_validator = validator.evolve(schema={"$defs": load_schema()["$defs"], "$ref": "#/$defs/train_settings"})
     overrides = {f"train.runs.{name}": {k: v for k, v in o.items() if k != "pool"}
                  for name, o in config["train"]["runs"].items()}  # fmt: skip
-    overrides["probe.settings"] = config["probe"]["settings"]
+    if probing(config):
+        overrides["probe.settings"] = config["probe"]["settings"]
     problems = []
     for key, override in overrides.items():
         merged = {**config["train"]["defaults"], **override}
@@ -66,7 +117,6 @@ def _check_overrides(config: dict, validator) -> None:
 
 def _check_references(config: dict) -> None:
     """Cross-key checks that a JSON schema cannot express."""
-    from vlalign.data.download import SOURCE_TYPES
     from vlalign.encoders import check_encoder_entry, is_text_spec
 
     problems = []
@@ -74,7 +124,7 @@ def _check_references(config: dict) -> None:
     for alias, entry in encoders.items():
         problems += [f"encoders.{alias}: {problem}" for problem in check_encoder_entry(entry)]
     towers = [("image_encoder", config["image_encoder"], False), ("text_encoder", config["text_encoder"], True)]
-    for side, wants_text in (("image", False), ("text", True)):
+    for side, wants_text in (("image", False), ("text", True)) if probing(config) else ():
         listed = config["probe"][f"{side}_encoders"] or []
         towers += [(f"probe.{side}_encoders.{i}", alias, wants_text) for i, alias in enumerate(listed)]
     for key, alias, wants_text in towers:
@@ -93,7 +143,9 @@ def _check_references(config: dict) -> None:
     for run in runs:
         if train_settings(config, run)["multi_positive"] and not config["captions"]["extra"]:
             problems.append(f"train.runs.{run}.multi_positive: needs caption sets under captions.extra")
-    for key, pool in [(f"train.runs.{r}.pool", run_pool(config, r)) for r in runs] + [("probe.pool", config["probe"]["pool"])]:
+    pool_refs = [(f"train.runs.{r}.pool", run_pool(config, r)) for r in runs]
+    pool_refs += [("probe.pool", config["probe"]["pool"])] if probing(config) else []
+    for key, pool in pool_refs:
         if pool not in pools:
             problems.append(f"{key}: {pool!r} is not defined under curate.pools ({sorted(pools)})")
     scorer = curate["filters"]["alignment"]["run"]
@@ -110,7 +162,7 @@ def _check_references(config: dict) -> None:
     eval_refs = [("evaluate.retrieval", n) for n in config["evaluate"]["retrieval"]]
     eval_refs += [("evaluate.zeroshot", n) for n in config["evaluate"]["zeroshot"]]
     eval_refs += [("evaluate.compositional", n) for n in config["evaluate"]["compositional"]]
-    evaluation_types = sorted(kind for kind, declared in SOURCE_TYPES.items() if declared.evaluation)
+    evaluation_types = _evaluation_types()
     for name in config["evaluate"]["compositional"]:
         if name in sources and sources[name]["type"] not in evaluation_types:
             problems.append(f"evaluate.compositional: {name!r} is not a source of type {', '.join(evaluation_types)} "
@@ -119,7 +171,12 @@ def _check_references(config: dict) -> None:
         if source["type"] in evaluation_types and source["eval_fraction"] != 1:
             problems.append(f"sources.{name}.eval_fraction: a {source['type']} source is an evaluation set; "
                             "set it to 1")
-    eval_refs.append(("probe.eval_source", config["probe"]["eval_source"]))
+    if probing(config):
+        if config["probe"]["eval_source"] is None:
+            problems.append("probe.eval_source: the probing matrix needs a retrieval set; name one here or under "
+                            "evaluate.retrieval")
+        else:
+            eval_refs.append(("probe.eval_source", config["probe"]["eval_source"]))
     for key, name in eval_refs:
         if name not in sources:
             problems.append(f"{key}: {name!r} is not defined under sources")
@@ -137,7 +194,7 @@ def load_config(path: str | Path) -> dict:
         raise ConfigError(f"{path}: cannot read configuration ({exc})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: configuration must be a mapping, got {type(raw).__name__}")
-    return validate_config(raw)
+    return validate_config(raw, name=path.stem)
 
 
 def eval_dataset(source: str) -> str:
@@ -148,8 +205,8 @@ def eval_dataset(source: str) -> str:
 def eval_sources(config: dict) -> list[str]:
     """Sources whose eval split some evaluation or the probe reads."""
     ev = config["evaluate"]
-    names = ev["retrieval"] + ev["zeroshot"] + ev["compositional"] + [config["probe"]["eval_source"]]
-    return sorted(set(names))
+    names = ev["retrieval"] + ev["zeroshot"] + ev["compositional"]
+    return sorted(set(names + ([config["probe"]["eval_source"]] if probing(config) else [])))
 
 
 def train_settings(config: dict, run: str) -> dict:
@@ -174,7 +231,10 @@ def scoring_run(config: dict, pool: str) -> str | None:
 
 
 def probe_encoders(config: dict) -> tuple[list[str], list[str]]:
-    """The vision and text encoders of the probing matrix (the workflow's own pair when none are listed)."""
+    """The vision and text encoders of the probing matrix (the workflow's own tower on a side that lists none);
+    none at all when the config asks for no probing."""
+    if not probing(config):
+        return [], []
     probe = config["probe"]
     return probe["image_encoders"] or [config["image_encoder"]], probe["text_encoders"] or [config["text_encoder"]]
 

@@ -75,7 +75,7 @@ def stage_settings(config: dict, stage: Stage, **wildcards: str | None) -> dict:
     """The settings a stage receives: its slice of the validated config, plus where it is tracked."""
     chosen = {key: value for key, value in wildcards.items() if key in stage.wildcards and value}
     return {"experiment": config["experiment"], "tracking_uri": config["tracking_uri"],
-            **stage.settings(config, **chosen)}  # fmt: skip
+            "results_dir": config["results_dir"], **stage.settings(config, **chosen)}  # fmt: skip
 
 
 def stage_settings_json(config: dict, name: str, **wildcards: str) -> str:
@@ -85,10 +85,13 @@ def stage_settings_json(config: dict, name: str, **wildcards: str) -> str:
 
 def track(rule: str, settings: dict, **wildcards: str):
     """The MLflow run of one stage execution (see `vlalign.tracking.stage_run`)."""
+    from vlalign.schema import default
     from vlalign.tracking import stage_run
 
+    # Settings made by hand (tests, notebooks) may leave out where the default store lives.
+    results_dir = settings.get("results_dir") or default("results_dir")
     return stage_run(rule, settings, experiment=settings["experiment"], tracking_uri=settings["tracking_uri"],
-                     wildcards=wildcards)  # fmt: skip
+                     wildcards=wildcards, results_dir=results_dir)  # fmt: skip
 
 
 def print_summary(stage: str, summary: dict) -> None:

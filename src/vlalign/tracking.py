@@ -21,16 +21,16 @@ from typing import Iterator
 
 from vlalign.io import sha256_file, sha256_json
 
-DEFAULT_STORE = Path("results") / "mlflow.db"
+STORE_NAME = "mlflow.db"  # the default sqlite store, in `results_dir` beside every experiment's folder
 SMALL_ARTIFACT_BYTES = 5 * 1024 * 1024
 
 
-def resolve_tracking_uri(configured: str | None = None) -> str:
+def resolve_tracking_uri(configured: str | None = None, results_dir: str | os.PathLike = "results") -> str:
     if configured:
         return configured
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{DEFAULT_STORE.resolve()}"
+    return f"sqlite:///{(Path(results_dir) / STORE_NAME).resolve()}"
 
 
 def git_commit() -> str:
@@ -176,9 +176,10 @@ def stage_run(
     tracking_uri: str | None = None,
     wildcards: dict | None = None,
     run_name: str | None = None,
+    results_dir: str | os.PathLike = "results",
 ) -> Iterator[StageRun]:
     """Open an MLflow run for one stage execution; it ends FINISHED, or FAILED if the block raises."""
-    uri = resolve_tracking_uri(tracking_uri)
+    uri = resolve_tracking_uri(tracking_uri, results_dir)
     wildcards = wildcards or {}
     tags = {
         "rule": rule,

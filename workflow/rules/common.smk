@@ -6,6 +6,7 @@ from vlalign.config import (
     ConfigError,
     eval_dataset,
     eval_sources,
+    experiment_dir,
     probe_encoders,
     run_pool,
     scoring_run,
@@ -17,9 +18,19 @@ from vlalign.stage import stage_settings_json
 
 
 try:
-    config.update(validate_config(config))
+    # The experiment is named after the last config file when the config names none.
+    config.update(validate_config(config, name=Path(workflow.configfiles[-1]).stem if workflow.configfiles else None))
 except ConfigError as error:
     sys.exit(f"vlalign: {error}")
+
+
+# Every output of this experiment lives here, beside other experiments' folders.
+RESULTS = str(experiment_dir(config))
+
+
+def result(path):
+    """A path inside the experiment's folder."""
+    return f"{RESULTS}/{path}"
 
 
 IMAGE_ENCODER = config["image_encoder"]
@@ -62,8 +73,8 @@ def convert_input(wildcards):
     The whole pool is converted and embedded once; curated pools select from its embeddings.
     """
     if wildcards.dataset == "pool":
-        return {"downloads": [f"results/download/{s}" for s in config["curate"]["sources"]]}
-    return {"downloads": [f"results/download/{EVAL_DATASETS[wildcards.dataset]}"]}
+        return {"downloads": [result(f"download/{s}") for s in config["curate"]["sources"]]}
+    return {"downloads": [result(f"download/{EVAL_DATASETS[wildcards.dataset]}")]}
 
 
 def convert_folders(wildcards, input):
@@ -73,31 +84,31 @@ def convert_folders(wildcards, input):
 
 def select_input(wildcards):
     inputs = {
-        "measurements": "results/curate/measurements.parquet",
-        "pool": [f"results/download/{s}" for s in config["curate"]["sources"]],
+        "measurements": result("curate/measurements.parquet"),
+        "pool": [result(f"download/{s}") for s in config["curate"]["sources"]],
     }
     scorer = scoring_run(config, wildcards.pool)
     if scorer is not None:
-        inputs["scores"] = f"results/curate/alignment/{scorer}.parquet"
+        inputs["scores"] = result(f"curate/alignment/{scorer}.parquet")
     return inputs
 
 
 def curated_pool(pool):
-    return f"results/curate/pools/{pool}"
+    return result(f"curate/pools/{pool}")
 
 
 def embeddings(dataset, encoder):
-    return f"results/embeddings/{dataset}/{encoder}"
+    return result(f"embeddings/{dataset}/{encoder}")
 
 
 def extra_caption_embeddings(field, encoder):
     """Text embeddings of one extra caption set (captions.extra) of the pool."""
-    return f"results/embeddings/pool_captions/{field}/{encoder}"
+    return result(f"embeddings/pool_captions/{field}/{encoder}")
 
 
 def negative_embeddings(encoder):
     """Text embeddings of the pool's rule-made hard-negative captions."""
-    return f"results/embeddings/pool_negatives/{encoder}"
+    return result(f"embeddings/pool_negatives/{encoder}")
 
 
 def print_summary(path):

@@ -2,16 +2,16 @@ rule convert:
     input:
         unpack(convert_input),
     output:
-        beton="results/beton/{dataset}.beton",
-        table="results/beton/{dataset}.parquet",
+        beton=result("beton/{dataset}.beton"),
+        table=result("beton/{dataset}.parquet"),
     params:
         settings=settings("convert"),
         folders=convert_folders,
     threads: config["convert"]["num_workers"]
     log:
-        "results/logs/convert/{dataset}.log",
+        result("logs/convert/{dataset}.log"),
     benchmark:
-        "results/benchmarks/convert/{dataset}.tsv"
+        result("benchmarks/convert/{dataset}.tsv")
     conda:
         "../../envs/vlalign.yaml"
     shell:

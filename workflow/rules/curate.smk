@@ -1,18 +1,18 @@
 rule measure:
     input:
-        pool=expand("results/download/{source}", source=config["curate"]["sources"]),
-        evaluation=expand("results/download/{source}", source=EVAL_SOURCES),
+        pool=expand(result("download/{source}"), source=config["curate"]["sources"]),
+        evaluation=expand(result("download/{source}"), source=EVAL_SOURCES),
     output:
-        "results/curate/measurements.parquet",
+        result("curate/measurements.parquet"),
     params:
         settings=settings("measure"),
         pool_folders=lambda wildcards, input: [f"{folder}/train" for folder in input.pool],
         eval_folders=lambda wildcards, input: [f"{folder}/eval" for folder in input.evaluation],
-    threads: 2
+    threads: config["curate"]["measure"]["workers"]
     log:
-        "results/logs/curate/measure.log",
+        result("logs/curate/measure.log"),
     benchmark:
-        "results/benchmarks/curate/measure.tsv"
+        result("benchmarks/curate/measure.tsv")
     conda:
         "../../envs/vlalign.yaml"
     shell:
@@ -22,19 +22,19 @@ rule measure:
 
 rule score_alignment:
     input:
-        checkpoint="results/train/{run}",
+        checkpoint=result("train/{run}"),
         image=embeddings("pool", IMAGE_ENCODER),
         text=embeddings("pool", TEXT_ENCODER),
     output:
-        "results/curate/alignment/{run}.parquet",
+        result("curate/alignment/{run}.parquet"),
     params:
         settings=settings("score"),
     resources:
         gpu=1,
     log:
-        "results/logs/curate/score_{run}.log",
+        result("logs/curate/score_{run}.log"),
     benchmark:
-        "results/benchmarks/curate/score_{run}.tsv"
+        result("benchmarks/curate/score_{run}.tsv")
     conda:
         "../../envs/vlalign.yaml"
     shell:
@@ -47,7 +47,7 @@ rule select:
         unpack(select_input),
     output:
         report(
-            directory("results/curate/pools/{pool}"),
+            directory(result("curate/pools/{pool}")),
             patterns=["{name}.png"],
             caption="../report/curate.rst",
             category="Curation",
@@ -58,9 +58,9 @@ rule select:
         pool_folders=lambda wildcards, input: [f"{folder}/train" for folder in input.pool],
         scores=lambda wildcards, input: ["--alignment-scores", input.scores] if "scores" in input.keys() else [],
     log:
-        "results/logs/curate/select_{pool}.log",
+        result("logs/curate/select_{pool}.log"),
     benchmark:
-        "results/benchmarks/curate/select_{pool}.tsv"
+        result("benchmarks/curate/select_{pool}.tsv")
     conda:
         "../../envs/vlalign.yaml"
     shell:

@@ -2,13 +2,13 @@ rule download:
     input:
         download_input,
     output:
-        directory("results/download/{source}"),
+        directory(result("download/{source}")),
     params:
         settings=settings("download"),
     log:
-        "results/logs/download/{source}.log",
+        result("logs/download/{source}.log"),
     benchmark:
-        "results/benchmarks/download/{source}.tsv"
+        result("benchmarks/download/{source}.tsv")
     conda:
         "../../envs/vlalign.yaml"
     shell:

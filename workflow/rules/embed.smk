@@ -7,19 +7,19 @@ if EMBED_PARTS == 1:
 
     rule embed:
         input:
-            beton="results/beton/{dataset}.beton",
-            table="results/beton/{dataset}.parquet",
+            beton=result("beton/{dataset}.beton"),
+            table=result("beton/{dataset}.parquet"),
         output:
-            directory("results/embeddings/{dataset}/{encoder}"),
+            directory(result("embeddings/{dataset}/{encoder}")),
         params:
             settings=settings("embed"),
         threads: config["embed"]["num_workers"]
         resources:
             gpu=1,
         log:
-            "results/logs/embed/{dataset}/{encoder}.log",
+            result("logs/embed/{dataset}/{encoder}.log"),
         benchmark:
-            "results/benchmarks/embed/{dataset}/{encoder}.tsv"
+            result("benchmarks/embed/{dataset}/{encoder}.tsv")
         conda:
             "../../envs/vlalign.yaml"
         shell:
@@ -30,10 +30,10 @@ else:
 
     rule embed_part:
         input:
-            beton="results/beton/{dataset}.beton",
-            table="results/beton/{dataset}.parquet",
+            beton=result("beton/{dataset}.beton"),
+            table=result("beton/{dataset}.parquet"),
         output:
-            directory("results/embeddings/{dataset}/{encoder}.parts/{part}"),
+            directory(result("embeddings/{dataset}/{encoder}.parts/{part}")),
         params:
             settings=settings("embed"),
             parts=EMBED_PARTS,
@@ -41,9 +41,9 @@ else:
         resources:
             gpu=1,
         log:
-            "results/logs/embed/{dataset}/{encoder}.part{part}.log",
+            result("logs/embed/{dataset}/{encoder}.part{part}.log"),
         benchmark:
-            "results/benchmarks/embed/{dataset}/{encoder}.part{part}.tsv"
+            result("benchmarks/embed/{dataset}/{encoder}.part{part}.tsv")
         conda:
             "../../envs/vlalign.yaml"
         shell:
@@ -53,13 +53,13 @@ else:
 
     rule gather_embeddings:
         input:
-            parts=expand("results/embeddings/{{dataset}}/{{encoder}}.parts/{part}", part=range(EMBED_PARTS)),
+            parts=expand(result("embeddings/{{dataset}}/{{encoder}}.parts/{part}"), part=range(EMBED_PARTS)),
         output:
-            directory("results/embeddings/{dataset}/{encoder}"),
+            directory(result("embeddings/{dataset}/{encoder}")),
         log:
-            "results/logs/embed/{dataset}/{encoder}.gather.log",
+            result("logs/embed/{dataset}/{encoder}.gather.log"),
         benchmark:
-            "results/benchmarks/embed/{dataset}/{encoder}.gather.tsv"
+            result("benchmarks/embed/{dataset}/{encoder}.gather.tsv")
         conda:
             "../../envs/vlalign.yaml"
         shell:
@@ -68,7 +68,7 @@ else:
 
 rule embed_extra_captions:
     input:
-        "results/beton/pool.parquet",
+        result("beton/pool.parquet"),
     output:
         directory(extra_caption_embeddings("{field}", "{encoder}")),
     params:
@@ -76,9 +76,9 @@ rule embed_extra_captions:
     resources:
         gpu=1,
     log:
-        "results/logs/embed/pool_captions/{field}/{encoder}.log",
+        result("logs/embed/pool_captions/{field}/{encoder}.log"),
     benchmark:
-        "results/benchmarks/embed/pool_captions/{field}/{encoder}.tsv"
+        result("benchmarks/embed/pool_captions/{field}/{encoder}.tsv")
     conda:
         "../../envs/vlalign.yaml"
     shell:

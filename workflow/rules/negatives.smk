@@ -4,15 +4,15 @@
 
 rule negative_captions:
     input:
-        "results/beton/pool.parquet",
+        result("beton/pool.parquet"),
     output:
-        "results/negatives/pool.parquet",
+        result("negatives/pool.parquet"),
     params:
         settings=settings("negatives"),
     log:
-        "results/logs/negatives/pool.log",
+        result("logs/negatives/pool.log"),
     benchmark:
-        "results/benchmarks/negatives/pool.tsv"
+        result("benchmarks/negatives/pool.tsv")
     conda:
         "../../envs/vlalign.yaml"
     shell:
@@ -21,7 +21,7 @@ rule negative_captions:
 
 rule embed_negatives:
     input:
-        "results/negatives/pool.parquet",
+        result("negatives/pool.parquet"),
     output:
         directory(negative_embeddings("{encoder}")),
     params:
@@ -29,9 +29,9 @@ rule embed_negatives:
     resources:
         gpu=1,
     log:
-        "results/logs/embed/pool_negatives/{encoder}.log",
+        result("logs/embed/pool_negatives/{encoder}.log"),
     benchmark:
-        "results/benchmarks/embed/pool_negatives/{encoder}.tsv"
+        result("benchmarks/embed/pool_negatives/{encoder}.tsv")
     conda:
         "../../envs/vlalign.yaml"
     shell:

@@ -13,7 +13,7 @@ rule train:
         ),
     output:
         report(
-            directory("results/train/{run}"),
+            directory(result("train/{run}")),
             patterns=["{name}.png"],
             caption="../report/train.rst",
             category="Training",
@@ -32,9 +32,9 @@ rule train:
     resources:
         gpu=config["train"]["gpus"],
     log:
-        "results/logs/train/{run}.log",
+        result("logs/train/{run}.log"),
     benchmark:
-        "results/benchmarks/train/{run}.tsv"
+        result("benchmarks/train/{run}.tsv")
     conda:
         "../../envs/vlalign.yaml"
     shell:
