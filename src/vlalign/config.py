@@ -149,7 +149,7 @@ def _check_references(config: dict) -> None:
         if pool not in pools:
             problems.append(f"{key}: {pool!r} is not defined under curate.pools ({sorted(pools)})")
     scorer = curate["filters"]["alignment"]["run"]
-    if any("alignment" in names for names in pools.values()):
+    if any(scoring_run(config, pool) for pool in pools):
         if scorer not in runs:
             problems.append(f"curate.filters.alignment.run: {scorer!r} is not defined under train.runs")
         elif "alignment" in pools.get(run_pool(config, scorer), []):
@@ -226,8 +226,10 @@ def pool_filters(config: dict, pool: str) -> list[dict]:
 
 
 def scoring_run(config: dict, pool: str) -> str | None:
-    """The run whose aligner scores `pool` (its `alignment` filter), if it has one."""
-    return config["curate"]["filters"]["alignment"]["run"] if "alignment" in config["curate"]["pools"][pool] else None
+    """The run whose aligner scores `pool` (its `alignment` filter), if it has one that reads no precomputed score."""
+    alignment = config["curate"]["filters"]["alignment"]
+    scored = "alignment" in config["curate"]["pools"][pool] and alignment["score_field"] is None
+    return alignment["run"] if scored else None
 
 
 def probe_encoders(config: dict) -> tuple[list[str], list[str]]:

@@ -1,7 +1,9 @@
-"""Alignment score (CLIPScore-style): the cosine of each pair under a trained vlalign aligner.
+"""Alignment score (CLIPScore-style): the cosine of each pair under a trained vlalign aligner, or a score
+the source already carries.
 
-This is the bootstrap of the guide's section 3.1: an aligner trained on heuristically
-filtered data scores the whole pool, and the score then filters the pool for the next run.
+The first is the bootstrap of the guide's section 3.1: an aligner trained on heuristically filtered data
+scores the whole pool, and the score then filters the pool for the next run. The second reads a per-sample
+score from the shards' metadata, such as the CLIP ViT-L/14 cosine DataComp publishes with its pools.
 """
 
 from __future__ import annotations
@@ -28,3 +30,17 @@ def alignment_scores(checkpoint: str | Path, image_dir: str | Path, text_dir: st
         z_img, z_txt = project(model, images[start:stop], texts[start:stop], name=f"checkpoint {checkpoint}")
         scores[start:stop] = (z_img * z_txt).sum(axis=1)
     return pd.DataFrame({"key": keys, "alignment_score": scores})
+
+
+def metadata_scores(shard_folders: list[Path], field: str) -> pd.DataFrame:
+    """One row per pool sample: key, alignment_score = the number its metadata holds under `field` (NaN where it
+    holds none, or something that is not a number)."""
+    from vlalign.data.shards import iter_samples, shard_paths
+
+    keys, scores = [], []
+    for sample in iter_samples(p for folder in shard_folders for p in shard_paths(folder)):
+        value = sample.meta.get(field)
+        keys.append(sample.key)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        scores.append(float(value) if numeric else np.nan)
+    return pd.DataFrame({"key": keys, "alignment_score": np.asarray(scores, dtype=np.float32)})

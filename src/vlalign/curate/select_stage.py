@@ -15,6 +15,7 @@ def settings(config: dict, pool: str) -> dict:
 def run(settings: dict, args) -> None:
     import pandas as pd
 
+    from vlalign.curate.alignment import metadata_scores
     from vlalign.curate.decide import decide
     from vlalign.curate.report import write_curation_report
     from vlalign.curate.shards import write_curated_shards
@@ -23,10 +24,12 @@ def run(settings: dict, args) -> None:
     filters = settings["filters"]
     with track("select", settings, pool=args.pool) as tracked:
         measurements = pd.read_parquet(args.measurements)
-        if args.alignment_scores:
-            scores = pd.read_parquet(args.alignment_scores)
-            measurements = measurements.merge(scores, on="key", how="left")
         folders = [Path(f) for f in args.inputs]
+        field = next((f["score_field"] for f in filters if f["name"] == "alignment"), None)
+        scores = metadata_scores(folders, field) if field else (
+            pd.read_parquet(args.alignment_scores) if args.alignment_scores else None)
+        if scores is not None:
+            measurements = measurements.merge(scores, on="key", how="left")
         with atomic_dir(args.out) as tmp:
             decisions = decide(measurements, filters)
             with atomic_path(tmp / "decisions.parquet") as part:
