@@ -21,7 +21,7 @@ lint: setup
 	PATH="$(BIN):$$PATH" snakemake --lint
 
 report: setup
-	PATH="$(BIN):$$PATH" snakemake --report results/report.html
+	PATH="$(BIN):$$PATH" snakemake --report results/demo/snakemake-report.html
 
 clean:
 	rm -rf results .snakemake
