@@ -15,9 +15,11 @@ if not workflow.config_settings.configfiles:
 # MLFLOW_TRACKING_URI is declared in profiles/slurm (`envvars:` there), not with an `envvars:`
 # directive here: Snakemake fails any run without a declared variable, and a local run logs to
 # results/mlflow.db without one.
-# On a cluster the report rule only tabulates small JSON files: it runs on the submit host.
+# On a cluster the report rule only tabulates small JSON files, and fetch_encoder needs the hub, which compute
+# nodes may not reach: both run on the submit host.
 localrules:
     report,
+    fetch_encoder,
 
 
 include: "workflow/rules/common.smk"
@@ -37,5 +39,18 @@ rule all:
         result("report/summary.md"),
 
 
+from vlalign.tracking import end_workflow_run, start_workflow_run
+
+
+# One MLflow run per invocation, which the rule runs of its jobs nest under (a dry run opens none).
+onstart:
+    start_workflow_run(config, sorted(workflow.dag_settings.targets) or [workflow.default_target], len(workflow.dag))
+
+
 onsuccess:
+    end_workflow_run(config, succeeded=True)
     print_summary(result("report/summary.md"))
+
+
+onerror:
+    end_workflow_run(config, succeeded=False)

@@ -75,6 +75,8 @@ def test_real_data_config_dry_runs_clean_in_its_own_folder(name, tmp_path, monke
     outputs = planned_outputs(result.stdout)
     assert outputs and all(p.startswith(f"results/{experiment}/") for p in outputs), outputs[:5]
     assert not any(source in result.stdout for source in DEMO_SOURCES)
+    # Their hub weights are fetched once, on the submit host, before any embed job.
+    assert counts["fetch_encoder"] == len({full["image_encoder"], full["text_encoder"]})
     # Every run trains on the pool's embeddings of the two towers the config names.
     towers = {full["image_encoder"], full["text_encoder"]}
     embedded = {re.search(r"embeddings/pool/(\w+)", p).group(1) for p in outputs if "/embeddings/pool/" in p}

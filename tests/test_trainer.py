@@ -339,3 +339,17 @@ def test_multi_positive_pairs_without_an_extra_caption_use_their_main_one(pairs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="multi_positive needs"):
         train_alignment(image, text, settings)
+
+
+def test_loss_matmuls_use_tf32_only_under_mixed_precision_on_cuda():
+    """The B×B logits stay float32; on CUDA under bf16 their matmuls may take TF32 tensor cores, and the setting
+    is the process's again afterwards."""
+    from vlalign.devices import loss_matmuls
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    with loss_matmuls(torch.device("cuda"), "bf16"):
+        assert torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    for device, precision in (("cuda", "fp32"), ("cpu", "bf16")):
+        with loss_matmuls(torch.device(device), precision):
+            assert torch.backends.cuda.matmul.allow_tf32 == before

@@ -39,6 +39,7 @@ def test_demo_dag_dry_run(tmp_path):
     write_config(tmp_path, demo_config())
     result = snakemake("-n", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()  # a dry run writes nothing, MLflow's store included
     # The probing matrix (3 vision x 2 text encoders) adds embeddings of the pool, the retrieval split and, for
     # the vision encoders, the zero-shot sets; each store is embedded once for every cell and run.
     assert job_counts(result.stdout) == {"download": 4, "measure": 1, "select": 4, "score_alignment": 1, "convert": 4,
@@ -173,7 +174,13 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     by_rule = pd.Series([r.data.tags["rule"] for r in runs]).value_counts().to_dict()
     assert by_rule == {"download": 4, "measure": 1, "select": 4, "score": 1, "convert": 4, "embed": 15,
                        "negatives": 1, "train": 6, "probe": 4, "vision_probe": 2, "probe_matrix": 1, "evaluate": 6,
-                       "report": 1}  # fmt: skip
+                       "report": 1, "snakemake": 1}  # fmt: skip
+    # The invocation's run groups every rule run of it.
+    (parent,) = [r for r in runs if r.data.tags["rule"] == "snakemake"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["rule_runs"] == parent.data.metrics["rule_runs_finished"] == len(runs) - 1
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+               and r.data.tags["workflow_run"] == parent.info.run_name for r in runs if r is not parent)  # fmt: skip
     categories = open_embeddings(results / "embeddings" / "pool_captions" / "category" / "minilm_l6")
     assert categories.meta["source"].endswith("#category")
     pool_keys = set(open_embeddings(results / "embeddings" / "pool" / "minilm_l6").keys)
@@ -187,6 +194,19 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     train_run = next(r for r in runs if r.data.tags["rule"] == "train" and r.data.tags["wildcard.run"] == "basic")
     assert "eval_tuxpaint.mean_recall_at_10" in train_run.data.metrics  # evaluation logged onto its model's run
     assert client.get_metric_history(train_run.info.run_id, "loss")
+    # What a model was trained on, as MLflow datasets; the model itself, and the evaluation that read it.
+    basic = client.get_run(train_run.info.run_id)
+    assert [i.dataset.name for i in basic.inputs.dataset_inputs] == [
+        "curate/pools/basic/decisions.parquet", "embeddings/pool/efficientnet_lite0", "embeddings/pool/minilm_l6"]
+    assert {t.value for i in basic.inputs.dataset_inputs for t in i.tags} == {"training"}
+    (model,) = basic.outputs.model_outputs
+    evaluation = next(r for r in runs if r.data.tags["rule"] == "evaluate" and r.data.tags["wildcard.run"] == "basic")
+    assert [m.model_id for m in client.get_run(evaluation.info.run_id).inputs.model_inputs] == [model.model_id]
+    embed = next(r for r in runs if r.info.run_name == "embed-pool-efficientnet_lite0")
+    convert = next(r for r in runs if r.info.run_name == "convert-pool")
+    beton = next(i.dataset for i in client.get_run(embed.info.run_id).inputs.dataset_inputs
+                 if i.dataset.name == "beton/pool.beton")  # fmt: skip
+    assert beton.digest == convert.data.tags["output.beton.fingerprint"]
 
     # Snakemake's HTML report registers the figures and the results table.
     report = snakemake("--report", "report.html", cwd=tmp_path)
@@ -198,3 +218,5 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     # Nothing to do on a second invocation: outputs are complete and up to date.
     again = snakemake("--cores", "2", "--resources", "gpu=1", "-n", cwd=tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # A dry run opens no invocation run.
+    assert len(client.search_runs([parent.info.experiment_id], "tags.rule = 'snakemake'")) == 1

@@ -96,6 +96,12 @@ def _input_problems(config: dict) -> list[str]:
     for key, path, kind in wanted:
         if path and "://" not in str(path) and not exists[kind](Path(path)):
             problems.append(f"{key}: {path} is not a {'file or folder' if kind == 'path' else kind}")
+    # Hub models the jobs will load: one timm does not know, or one not cached while the hub is offline.
+    from vlalign.encoders import hub_problems
+
+    used = {config["image_encoder"], config["text_encoder"], *(a for side in probe_encoders(config) for a in side)}
+    problems += [f"encoders.{alias}: {problem}" for alias in sorted(used)
+                 for problem in hub_problems(alias, config["encoders"][alias])]  # fmt: skip
     return problems
 
 

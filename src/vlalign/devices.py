@@ -37,3 +37,17 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+
+
+@contextlib.contextmanager
+def loss_matmuls(device: torch.device, precision: str):
+    """Under mixed precision, float32 matmuls on CUDA may use TF32 tensor cores (10-bit mantissa inputs, float32
+    accumulation) while the block runs, forward and backward: the losses keep their logits in float32 for
+    exp(scale)·cosine and logsigmoid, and plain FP32 would run them at an eighth of the TF32 rate (A100).
+    `fp32` keeps them exact."""
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allowed or (torch.device(device).type == "cuda" and precision != "fp32")
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed

@@ -193,7 +193,8 @@ class AlignedModel:
             # The configured options rebuild the model; the recorded precision reproduces its numerics.
             options = {**encoder_options(self.info["encoders"][side]), "compile": False,
                        "precision": self.precision or record["precision"]}  # fmt: skip
-            encoder = create_encoder(record["spec"], device=self.device, **options)
+            encoder = create_encoder(record["spec"], device=self.device, alias=self.info["encoders"][side].get("alias"),
+                                     **options)  # fmt: skip
             found = encoder.describe()
             differs = {k: (found[k], record[k]) for k in CHECKED[side] if found[k] != record[k]}
             if differs:

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 STAGES = (
+    "vlalign.plan.plan_stage",  # before the flow: what it will cost
     "vlalign.data.download_stage",
     "vlalign.curate.measure_stage",
     "vlalign.curate.select_stage",
     "vlalign.curate.score_stage",
     "vlalign.store.convert_stage",
     "vlalign.align.negatives_stage",
+    "vlalign.embed.fetch_encoder_stage",
     "vlalign.embed.embed_stage",
     "vlalign.embed.gather_embeddings_stage",
     "vlalign.align.train_stage",

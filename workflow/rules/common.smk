@@ -14,6 +14,7 @@ from vlalign.config import (
     validate_config,
 )
 from vlalign.data.download import SOURCE_TYPES
+from vlalign.encoders import uses_hub
 from vlalign.stage import stage_settings_json
 
 
@@ -65,6 +66,12 @@ def download_input(wildcards):
     """The URL table, image folder or benchmark folder of the source, so editing it re-runs the download."""
     source = config["sources"][wildcards.source]
     return [source["path"]] if SOURCE_TYPES[source["type"]].path else []
+
+
+def encoder_weights(wildcards):
+    """The record of a hub encoder's cached weights (fetch_encoder), so no GPU job waits on the hub; nothing for
+    weights that ship in a package or sit at a local `path`."""
+    return [result(f"encoders/{wildcards.encoder}.json")] if uses_hub(config["encoders"][wildcards.encoder]) else []
 
 
 def convert_input(wildcards):

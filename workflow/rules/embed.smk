@@ -3,12 +3,31 @@
 EMBED_PARTS = config["embed"]["parts"]
 
 
+# On the submit host, which reaches the hub where compute nodes may not: a model that cannot be had fails here
+# in one line, before any GPU job starts.
+rule fetch_encoder:
+    output:
+        result("encoders/{encoder}.json"),
+    params:
+        settings=settings("fetch_encoder"),
+    log:
+        result("logs/fetch_encoder/{encoder}.log"),
+    benchmark:
+        result("benchmarks/fetch_encoder/{encoder}.tsv")
+    conda:
+        "../../envs/vlalign.yaml"
+    shell:
+        "vlalign fetch-encoder --settings {params.settings:q} --encoder {wildcards.encoder:q} --out {output:q}"
+        " > {log:q} 2>&1"
+
+
 if EMBED_PARTS == 1:
 
     rule embed:
         input:
             beton=result("beton/{dataset}.beton"),
             table=result("beton/{dataset}.parquet"),
+            weights=encoder_weights,
         output:
             directory(result("embeddings/{dataset}/{encoder}")),
         params:
@@ -32,6 +51,7 @@ else:
         input:
             beton=result("beton/{dataset}.beton"),
             table=result("beton/{dataset}.parquet"),
+            weights=encoder_weights,
         output:
             directory(result("embeddings/{dataset}/{encoder}.parts/{part}")),
         params:
@@ -68,7 +88,8 @@ else:
 
 rule embed_extra_captions:
     input:
-        result("beton/pool.parquet"),
+        table=result("beton/pool.parquet"),
+        weights=encoder_weights,
     output:
         directory(extra_caption_embeddings("{field}", "{encoder}")),
     params:
@@ -83,4 +104,4 @@ rule embed_extra_captions:
         "../../envs/vlalign.yaml"
     shell:
         "vlalign embed --settings {params.settings:q} --encoder {wildcards.encoder:q} --dataset pool"
-        " --caption-field {wildcards.field:q} --table {input:q} --out {output:q} > {log:q} 2>&1"
+        " --caption-field {wildcards.field:q} --table {input.table:q} --out {output:q} > {log:q} 2>&1"

@@ -21,7 +21,8 @@ rule negative_captions:
 
 rule embed_negatives:
     input:
-        result("negatives/pool.parquet"),
+        negatives=result("negatives/pool.parquet"),
+        weights=encoder_weights,
     output:
         directory(negative_embeddings("{encoder}")),
     params:
@@ -36,4 +37,4 @@ rule embed_negatives:
         "../../envs/vlalign.yaml"
     shell:
         "vlalign embed --settings {params.settings:q} --encoder {wildcards.encoder:q} --dataset pool_negatives"
-        " --table {input:q} --out {output:q} > {log:q} 2>&1"
+        " --table {input.negatives:q} --out {output:q} > {log:q} 2>&1"

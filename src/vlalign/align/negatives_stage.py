@@ -18,6 +18,7 @@ def run(settings: dict, args) -> None:
 
     rules = settings["negatives"]["rules"]
     with track("negatives", settings) as tracked:
+        tracked.log_inputs("captions", args.table)
         table = pd.read_parquet(args.table, columns=["key", "caption"])
         made = [(key, *negative_caption(caption, key, rules)) for key, caption in zip(table["key"], table["caption"])]
         found = pd.DataFrame(made, columns=["key", "caption", "rule"]).dropna(subset=["caption"])

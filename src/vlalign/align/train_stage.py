@@ -28,6 +28,7 @@ def run(settings: dict, args) -> None:
     from vlalign.align.curves import plot_training_curves
     from vlalign.align.fit import fit_pool, save_fit
     from vlalign.io import atomic_dir, work_dir, write_json
+    from vlalign.mlflow_model import log_aligner
     from vlalign.model import export_model
 
     # Beside the output, not in it: Snakemake deletes a job's outputs before re-running it, and a
@@ -40,6 +41,9 @@ def run(settings: dict, args) -> None:
         fit_pool(*inputs, state_dir=state_dir)
         return
     with track("train", settings, run=args.run) as tracked:
+        # What the model is trained on, in the UI's Dataset column: the curated pool first.
+        tracked.log_inputs("training", args.pool_decisions, args.image_embeddings, args.text_embeddings,
+                           args.negative_embeddings, *args.extra_text_embeddings)  # fmt: skip
         with atomic_dir(args.out) as tmp:
             fit = fit_pool(*inputs, log_fn=lambda step, metrics: tracked.log_metrics(metrics, step=step),
                            state_dir=state_dir)  # fmt: skip
@@ -54,6 +58,7 @@ def run(settings: dict, args) -> None:
         shutil.rmtree(state_dir, ignore_errors=True)  # the output is complete
         for name in ("model.safetensors", "model.json", "README.md", "curves.csv", "curves.png"):
             tracked.log_output(name.replace(".", "_"), Path(args.out) / name)
+        log_aligner(tracked, args.out)  # mlflow.pyfunc.load_model("runs:/<run id>/model")
     print_summary("train", final)
 
 

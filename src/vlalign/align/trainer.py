@@ -278,48 +278,51 @@ def train_alignment(
     gather = gather_rows if world > 1 else None
     print_every = max(1, total_steps // PROGRESS_LINES)
     step, first_step, started = progress["step"], progress["step"], time.perf_counter()
-    for epoch in range(progress["epoch"], cfg["epochs"] + 1):
-        epoch_rng = rng.bit_generator.state  # a state saved mid-epoch redraws the epoch's order from here
-        order = train_idx[rng.permutation(len(train_idx))]
-        done, epoch_loss, epoch_pairs = 0, 0.0, 0
-        if epoch == progress["epoch"]:
-            done, epoch_loss, epoch_pairs = progress["batch"], progress["epoch_loss"], progress["epoch_pairs"]
-        for batch, idx in enumerate(batches(order, cfg["batch_size"])[done:], start=done + 1):
-            t0 = time.perf_counter()
-            loss = _loss(model, loss_fn, *fetch(shard(idx, rank, world)), autocast, gather)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if world > 1:
-                average_gradients(model)
-            if cfg["grad_clip"] is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            model.clamp_logit_scale()
-            loss_value = loss.item()  # synchronises with the device, so the timing is honest
-            step += 1
-            pairs_per_s = len(idx) / max(time.perf_counter() - t0, 1e-9)
-            epoch_loss += loss_value * len(idx)
-            epoch_pairs += len(idx)
-            log(step, {"loss": loss_value, "logit_scale": model.logit_scale.exp().item(),
-                       "logit_bias": model.logit_bias.item(), "lr": lr, "pairs_per_s": pairs_per_s})
-            # After logging, so that the state's history holds this step.
-            if every is not None and step % every == 0:
-                save_state(epoch, batch, epoch_rng, epoch_loss, epoch_pairs)
-            if leader and (step % print_every == 0 or step == total_steps):
-                elapsed = time.perf_counter() - started
-                eta = elapsed / (step - first_step) * (total_steps - step)
-                print(f"[align] step {step}/{total_steps} epoch {epoch}/{cfg['epochs']} "
-                      f"loss {loss_value:.4f} {pairs_per_s:,.0f} pairs/s ETA {format_duration(eta)}",
-                      flush=True)
-        epoch_metrics = {"epoch": epoch, "train_loss": epoch_loss / epoch_pairs}
-        if len(val_idx):
-            epoch_metrics["val_loss"] = _validation_loss(model, loss_fn, fetch, val_idx,
-                                                         cfg["batch_size"], autocast)
-        log(step, epoch_metrics)
-        if saving and every is None:
-            save_state(epoch + 1, 0, rng.bit_generator.state, 0.0, 0)
+    # Mixed precision: the loss's float32 matmuls (the B×B logits) run on TF32 tensor cores, as SAIL's fp16 loss
+    # does in its precision class; fp32 keeps them exact.
+    with devices.loss_matmuls(device, cfg["precision"]):
+        for epoch in range(progress["epoch"], cfg["epochs"] + 1):
+            epoch_rng = rng.bit_generator.state  # a state saved mid-epoch redraws the epoch's order from here
+            order = train_idx[rng.permutation(len(train_idx))]
+            done, epoch_loss, epoch_pairs = 0, 0.0, 0
+            if epoch == progress["epoch"]:
+                done, epoch_loss, epoch_pairs = progress["batch"], progress["epoch_loss"], progress["epoch_pairs"]
+            for batch, idx in enumerate(batches(order, cfg["batch_size"])[done:], start=done + 1):
+                t0 = time.perf_counter()
+                loss = _loss(model, loss_fn, *fetch(shard(idx, rank, world)), autocast, gather)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if world > 1:
+                    average_gradients(model)
+                if cfg["grad_clip"] is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+                lr = optimizer.param_groups[0]["lr"]
+                optimizer.step()
+                scheduler.step()
+                model.clamp_logit_scale()
+                loss_value = loss.item()  # synchronises with the device, so the timing is honest
+                step += 1
+                pairs_per_s = len(idx) / max(time.perf_counter() - t0, 1e-9)
+                epoch_loss += loss_value * len(idx)
+                epoch_pairs += len(idx)
+                log(step, {"loss": loss_value, "logit_scale": model.logit_scale.exp().item(),
+                           "logit_bias": model.logit_bias.item(), "lr": lr, "pairs_per_s": pairs_per_s})
+                # After logging, so that the state's history holds this step.
+                if every is not None and step % every == 0:
+                    save_state(epoch, batch, epoch_rng, epoch_loss, epoch_pairs)
+                if leader and (step % print_every == 0 or step == total_steps):
+                    elapsed = time.perf_counter() - started
+                    eta = elapsed / (step - first_step) * (total_steps - step)
+                    print(f"[align] step {step}/{total_steps} epoch {epoch}/{cfg['epochs']} "
+                          f"loss {loss_value:.4f} {pairs_per_s:,.0f} pairs/s ETA {format_duration(eta)}",
+                          flush=True)
+            epoch_metrics = {"epoch": epoch, "train_loss": epoch_loss / epoch_pairs}
+            if len(val_idx):
+                epoch_metrics["val_loss"] = _validation_loss(model, loss_fn, fetch, val_idx,
+                                                             cfg["batch_size"], autocast)
+            log(step, epoch_metrics)
+            if saving and every is None:
+                save_state(epoch + 1, 0, rng.bit_generator.state, 0.0, 0)
     model.eval()
     return TrainResult(model=model, history=history,
                        resumed_from_step=progress["step"] if resumed_from is not None else None)

@@ -23,6 +23,8 @@ def run(settings: dict, args) -> None:
     from vlalign.io import atomic_path
 
     with track("measure", settings) as tracked:
+        tracked.log_inputs("pool", *args.inputs)
+        tracked.log_inputs("decontamination", *args.eval_inputs)
         with atomic_path(args.out) as tmp:
             measurements = measure_pool([Path(f) for f in args.inputs], [Path(f) for f in args.eval_inputs],
                                         settings["measure"])  # fmt: skip

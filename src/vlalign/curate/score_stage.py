@@ -15,6 +15,7 @@ def run(settings: dict, args) -> None:
     from vlalign.io import atomic_path
 
     with track("score", settings, run=args.run) as tracked:
+        tracked.log_inputs("scoring", args.image_embeddings, args.text_embeddings)
         scores = alignment_scores(args.checkpoint, args.image_embeddings, args.text_embeddings,
                                   device=resolve_device(settings["device"]))  # fmt: skip
         with atomic_path(args.out) as tmp:

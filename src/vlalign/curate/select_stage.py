@@ -23,6 +23,7 @@ def run(settings: dict, args) -> None:
 
     filters = settings["filters"]
     with track("select", settings, pool=args.pool) as tracked:
+        tracked.log_inputs("curation", args.measurements, args.alignment_scores, *args.inputs)
         measurements = pd.read_parquet(args.measurements)
         folders = [Path(f) for f in args.inputs]
         field = next((f["score_field"] for f in filters if f["name"] == "alignment"), None)

@@ -13,9 +13,12 @@ def settings(config: dict, source: str) -> dict:
 
 
 def run(settings: dict, args) -> None:
-    from vlalign.data.download import run_download
+    from vlalign.data.download import SOURCE_TYPES, run_download
 
     with track("download", settings, source=args.source) as tracked:
+        source = settings["source"]
+        if SOURCE_TYPES[source["type"]].path and "://" not in source["path"]:  # a local URL table or folder
+            tracked.log_inputs("source", source["path"])
         summary = run_download(args.source, settings["source"], args.out, settings["deb_cache"],
                                settings["samples_per_shard"])  # fmt: skip
         tracked.log_metrics(summary)

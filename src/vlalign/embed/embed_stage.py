@@ -16,16 +16,18 @@ def run(settings: dict, args) -> None:
     from vlalign.embed.features import embed_images, embed_texts
     from vlalign.encoders import is_text_spec
 
-    encoder = settings["encoder"]
+    encoder = {"alias": args.encoder, **settings["encoder"]}
     scatter = {"part": args.part, "parts": args.parts}
     part = {"part": f"{args.part}-of-{args.parts}"} if args.parts > 1 else {}
     with track("embed", settings, dataset=args.dataset, encoder=args.encoder, **part) as tracked:
         if is_text_spec(encoder["spec"]):
+            tracked.log_inputs("embedding", args.table)
             summary = embed_texts(args.table, encoder, args.out, settings["embed"], caption_field=args.caption_field,
                                   **scatter)  # fmt: skip
         else:
             if not args.beton or args.caption_field:
                 raise ValueError(f"encoder {args.encoder!r} embeds images: --beton is required, --caption-field not")
+            tracked.log_inputs("embedding", args.beton, args.table)
             summary = embed_images(args.beton, args.table, encoder, args.out, settings["embed"], **scatter)
         meta = json.loads((Path(args.out) / "meta.json").read_text())
         # What was really run (resolved precision, preprocessing), next to the configured settings.

@@ -39,11 +39,13 @@ def _read_table(table_path, columns: list[str]) -> pd.DataFrame:
 
 
 def _load_encoder(encoder: dict, embed: dict | None, part: int):
-    """The encoder of a config entry of `encoders` on its device, its batch size, and the `embed` settings,
-    both completed from the schema."""
-    encoder = complete("encoders.*", encoder, what="encoder")
+    """The encoder of a config entry of `encoders` (with its `alias`, if given, for messages) on its device, its
+    batch size, and the `embed` settings, both completed from the schema."""
+    alias = encoder.get("alias")
+    encoder = complete("encoders.*", {k: v for k, v in encoder.items() if k != "alias"}, what="encoder")
     embed = complete("embed", embed)
-    model = create_encoder(encoder["spec"], device=resolve_device(embed["device"], part), **encoder_options(encoder))
+    model = create_encoder(encoder["spec"], device=resolve_device(embed["device"], part), alias=alias,
+                           **encoder_options(encoder))  # fmt: skip
     return model, encoder["batch_size"], embed
 
 

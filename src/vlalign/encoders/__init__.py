@@ -2,7 +2,9 @@
 module per implementation."""
 
 from .base import ImageEncoder, TextEncoder
-from .registry import SPEC_FORMS, check_encoder_entry, create_encoder, encoder_options, is_text_spec
+from .hub import EncoderUnavailable
+from .registry import (SPEC_FORMS, check_encoder_entry, create_encoder, encoder_options, hub_location, hub_problems,
+                       is_text_spec, uses_hub)
 
-__all__ = ["SPEC_FORMS", "ImageEncoder", "TextEncoder", "check_encoder_entry", "create_encoder", "encoder_options",
-           "is_text_spec"]
+__all__ = ["SPEC_FORMS", "EncoderUnavailable", "ImageEncoder", "TextEncoder", "check_encoder_entry", "create_encoder",
+           "encoder_options", "hub_location", "hub_problems", "is_text_spec", "uses_hub"]

@@ -27,6 +27,14 @@ def _processor_geometry(processor) -> tuple[int, float, list[float], list[float]
     return int(side), crop_ratio, mean, std
 
 
+def _source(name: str, path, local: str | None) -> tuple[str, dict]:
+    """What from_pretrained loads (the configured path, the hub's cached copy, or the hub id) and, for the cached
+    copy, the option that keeps transformers off the network (remote code it names included)."""
+    if local:
+        return local, {"local_files_only": True}
+    return str(path or name), {}
+
+
 class HfImageEncoder(ImageEncoder):
     """Pools `last_hidden_state`, which ViT and DINOv2 already pass through their final norm.
 
@@ -35,15 +43,15 @@ class HfImageEncoder(ImageEncoder):
     """
 
     def __init__(self, name: str, device: str, path, pooling: str | None, model_kwargs: dict, precision: str,
-                 compile: bool):
+                 compile: bool, local: str | None = None):
         pooling = pooling or "cls"
         if pooling not in TOKEN_POOLINGS:
             raise ValueError(f"hf:{name}: pooling {pooling!r} not in {TOKEN_POOLINGS}")
-        source = str(path or name)
-        side, crop_ratio, mean, std = _processor_geometry(AutoImageProcessor.from_pretrained(source))
+        source, offline = _source(name, path, local)
+        side, crop_ratio, mean, std = _processor_geometry(AutoImageProcessor.from_pretrained(source, **offline))
         super().__init__(f"hf:{name}", side, mean, std, pooling, device, path=path, crop_ratio=crop_ratio,
                          precision=precision, compile=compile)
-        self.model = AutoModel.from_pretrained(source, **model_kwargs)
+        self.model = AutoModel.from_pretrained(source, **offline, **model_kwargs)
         # CLS plus DINOv2's register tokens precede the patch tokens.
         self.num_prefix_tokens = 1 + int(getattr(self.model.config, "num_register_tokens", 0) or 0)
         self._prepare()
@@ -75,21 +83,21 @@ def _default_max_length(tokenizer, config) -> int | None:
 
 class HfTextEncoder(TextEncoder):
     def __init__(self, name: str, device: str, path, pooling: str | None, max_length: int | None, prefix: str,
-                 model_kwargs: dict, precision: str):
+                 model_kwargs: dict, precision: str, local: str | None = None):
         if pooling not in TEXT_POOLINGS:
             raise ValueError(
                 f"hf-text:{name}: pooling must be one of {TEXT_POOLINGS}, the model's own "
                 f"(CLS for GTE, last token for decoder embedders, mean for MiniLM/mpnet); got {pooling!r}"
             )
-        source = str(path or name)
+        source, offline = _source(name, path, local)
         self.spec = f"hf-text:{name}"
         self.pooling = pooling
         self.prefix = prefix
         self.path = None if path is None else str(path)
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.model = AutoModel.from_pretrained(source, **model_kwargs)
+        self.tokenizer = AutoTokenizer.from_pretrained(source, **offline)
+        self.model = AutoModel.from_pretrained(source, **offline, **model_kwargs)
         self.model.eval().requires_grad_(False).to(self.device)
         self.max_length = max_length or _default_max_length(self.tokenizer, self.model.config)
         self.dim = int(self.encode(["dimension probe"], batch_size=1).shape[1])

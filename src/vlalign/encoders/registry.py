@@ -12,6 +12,7 @@ import importlib
 import os
 from dataclasses import dataclass
 
+from vlalign.encoders import hub
 from vlalign.encoders.base import TEXT_POOLINGS, TOKEN_POOLINGS, reinitialise
 from vlalign.schema import complete, locate
 
@@ -21,9 +22,11 @@ class EncoderKind:
     modality: str  # "image" or "text"
     form: str  # how a spec of this kind is written
     # "module:callable" called as (model name, device=..., **options); options are the entry's keys that apply
-    # to the modality (IMAGE_OPTIONS or TEXT_OPTIONS), every one given.
+    # to the modality (IMAGE_OPTIONS or TEXT_OPTIONS), every one given, and for a hub kind `local`: the
+    # cached copy to load instead of the hub (None: none is cached, the library downloads).
     implementation: str
     builtins: tuple[str, ...] = ()  # specs written without a prefix (weights that ship in a package)
+    hub: str | None = None  # whose hub and cache the weights come from (vlalign.encoders.hub); None: packaged
 
 
 KINDS: dict[str, EncoderKind] = {
@@ -32,10 +35,13 @@ KINDS: dict[str, EncoderKind] = {
                                      ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")),
     "all-minilm": EncoderKind("text", "all-minilm-l6-v2", "vlalign.encoders.sentence:packaged_minilm",
                               ("all-minilm-l6-v2",)),
-    "timm": EncoderKind("image", "timm:<model name>", "vlalign.encoders.timm_image:TimmImageEncoder"),
-    "hf": EncoderKind("image", "hf:<image model id or path>", "vlalign.encoders.hf:HfImageEncoder"),
-    "hf-text": EncoderKind("text", "hf-text:<text model id or path>", "vlalign.encoders.hf:HfTextEncoder"),
-    "st": EncoderKind("text", "st:<sentence-transformers id or path>", "vlalign.encoders.sentence:sentence_transformer"),
+    "timm": EncoderKind("image", "timm:<model name>", "vlalign.encoders.timm_image:TimmImageEncoder", hub="timm"),
+    "hf": EncoderKind("image", "hf:<image model id or path>", "vlalign.encoders.hf:HfImageEncoder",
+                      hub="transformers"),
+    "hf-text": EncoderKind("text", "hf-text:<text model id or path>", "vlalign.encoders.hf:HfTextEncoder",
+                           hub="transformers"),
+    "st": EncoderKind("text", "st:<sentence-transformers id or path>", "vlalign.encoders.sentence:sentence_transformer",
+                      hub="sentence-transformers"),
 }  # fmt: skip
 SPEC_FORMS = tuple(kind.form for kind in KINDS.values())
 IMAGE_OPTIONS = ("path", "pooling", "model_kwargs", "precision", "compile")
@@ -87,11 +93,39 @@ def check_encoder_entry(entry: dict) -> list[str]:
     return problems
 
 
-def create_encoder(spec: str, device: str = "cpu", **options):
+def uses_hub(entry: dict) -> bool:
+    """Whether a config entry's weights may come from a hub (a hub kind, no local `path`), known from the spec
+    alone: the encoders the fetch-encoder stage is for."""
+    return parse_spec(entry["spec"])[0].hub is not None and not entry.get("path")
+
+
+def hub_location(entry: dict) -> hub.HubLocation | None:
+    """Where the weights of a config entry of `encoders` come from on a hub, loading nothing; None for weights
+    that ship in a package or a local `path`. Raises ValueError for a model its library does not know (timm is
+    imported for a timm spec)."""
+    if not uses_hub(entry):
+        return None
+    kind, name = parse_spec(entry["spec"])
+    return hub.locate(kind.hub, name, entry.get("model_kwargs") or {})
+
+
+def hub_problems(alias: str, entry: dict) -> list[str]:
+    """What keeps a config entry's weights from loading, known without the network: a model its library does
+    not know, or, with the hub in offline mode, one that is not in the local cache."""
+    try:
+        location = hub_location(entry)
+    except ValueError as exc:
+        return [f"{entry['spec']}: {exc}"]
+    return hub.offline_problems(alias, entry["spec"], location) if location else []
+
+
+def create_encoder(spec: str, device: str = "cpu", alias: str | None = None, **options):
     """Build the encoder named by `spec` (see SPEC_FORMS) on `device`. `options` are the keys of a config entry
     of `encoders` (`path`, `pooling`, `precision`, `model_kwargs`, `random_init`, ...; see the schema), the
     others taking the schema's defaults. `path` loads local weights instead of a hub; `random_init` (a seed)
-    re-draws every weight: the same architecture untrained, the control of a probing matrix.
+    re-draws every weight: the same architecture untrained, the control of a probing matrix. A hub model loads
+    from the local cache when it is there; when it is not and the hub cannot serve it, EncoderUnavailable says
+    so within seconds, naming `alias` (the config's name for the encoder) and how to use a local copy.
     """
     if options.get("path") is not None:
         options["path"] = os.fspath(options["path"])  # a Path is as good as the config's string
@@ -100,10 +134,14 @@ def create_encoder(spec: str, device: str = "cpu", **options):
     if problems:
         raise ValueError(f"{spec}: {'; '.join(problems)}")
     kind, name = parse_spec(spec)
+    keys = TEXT_OPTIONS if kind.modality == "text" else IMAGE_OPTIONS
+    options = {key: entry[key] for key in keys}
+    if kind.hub is not None:  # before the library is imported: a model that cannot be had fails in seconds
+        location = hub_location(entry)
+        options["local"] = hub.local_weights(alias, spec, location) if location else None
     module, _, attribute = kind.implementation.partition(":")
     build = getattr(importlib.import_module(module), attribute)
-    keys = TEXT_OPTIONS if kind.modality == "text" else IMAGE_OPTIONS
-    encoder = build(name, device=device, **{key: entry[key] for key in keys})
+    encoder = build(name, device=device, **options)
     if entry["random_init"] is not None:
         reinitialise(encoder.model, entry["random_init"])
         encoder.random_init = int(entry["random_init"])

@@ -28,15 +28,17 @@ def _pooling_name(model: SentenceTransformer) -> str:
 
 class SentenceEncoder(TextEncoder):
     def __init__(self, spec: str, source, device: str, pooling: str | None, max_length: int | None, prefix: str,
-                 model_kwargs: dict, precision: str):
+                 model_kwargs: dict, precision: str, local: str | None = None):
         if pooling is not None:
             raise ValueError(f"{spec}: a sentence-transformers model uses its own pooling; drop pooling={pooling!r}")
         self.spec = spec
         self.prefix = prefix
+        # Recorded as configured: the cached copy's folder differs from machine to machine.
         self.path = str(source)
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.model = SentenceTransformer(str(source), device=str(self.device), **model_kwargs)
+        offline = {"local_files_only": True} if local else {}  # the cached copy, loaded with the hub left alone
+        self.model = SentenceTransformer(local or str(source), device=str(self.device), **offline, **model_kwargs)
         # Raw pooled features: the aligner normalises, so a trailing Normalize module is dropped.
         while isinstance(self.model[-1], Normalize):
             del self.model[-1]
@@ -57,9 +59,9 @@ class SentenceEncoder(TextEncoder):
         return features.float().cpu().numpy()
 
 
-def sentence_transformer(name: str, device: str, path, **options) -> SentenceEncoder:
-    """`st:NAME`: a sentence-transformers model from the hub, or from `path`."""
-    return SentenceEncoder(f"st:{name}", path or name, device, **options)
+def sentence_transformer(name: str, device: str, path, local: str | None = None, **options) -> SentenceEncoder:
+    """`st:NAME`: a sentence-transformers model from `path`, the hub's copy in the local cache, or the hub."""
+    return SentenceEncoder(f"st:{name}", path or name, device, local=local, **options)
 
 
 def packaged_minilm(name: str, device: str, path, **options) -> SentenceEncoder:

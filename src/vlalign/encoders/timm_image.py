@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import timm
 import torch
 
@@ -20,14 +22,19 @@ def _input_side(model, data_config: dict) -> int:
 
 class TimmImageEncoder(ImageEncoder):
     def __init__(self, name: str, device: str, path, pooling: str | None, model_kwargs: dict, precision: str,
-                 compile: bool):
+                 compile: bool, local: str | None = None):
+        source, weights = name, path
+        if local and Path(local).is_dir():  # an hf-hub: model's cached repository: its config and weights
+            source = f"local-dir:{local}"
+        elif local:  # the hub's weights file, cached
+            weights = local
         model = timm.create_model(
-            name,
+            source,
             # Always pretrained: with path= the overlay makes timm load that file instead of the
             # hub (pretrained=False would silently ignore the file and keep random weights).
             pretrained=True,
             num_classes=0,
-            pretrained_cfg_overlay=dict(file=str(path)) if path else None,
+            pretrained_cfg_overlay=dict(file=str(weights)) if weights else None,
             **model_kwargs,
         )
         config = timm.data.resolve_data_config({}, model=model, use_test_size=True)

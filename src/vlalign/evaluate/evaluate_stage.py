@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from vlalign.stage import Stage, arg, print_summary, track
@@ -30,19 +31,36 @@ def _train_run(tracked, run_name: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
+def _logged_model(tracked, train_run: str) -> str | None:
+    """The id of the MLflow model that the train run logged (vlalign.mlflow_model), if any."""
+    try:
+        outputs = tracked.client.get_run(train_run).outputs
+    except Exception as exc:
+        tracked.errors.append(f"finding the trained model failed: {exc}")
+        return None
+    return outputs.model_outputs[-1].model_id if outputs and outputs.model_outputs else None
+
+
 def run(settings: dict, args) -> None:
-    from vlalign.evaluate.evaluation import evaluate_checkpoint
+    from vlalign.align.checkpoint import CONFIG_NAME, _checkpoint_dir
+    from vlalign.evaluate.evaluation import evaluate_checkpoint, evaluation_inputs
     from vlalign.io import write_json
 
     with track("evaluate", settings, run=args.run) as tracked:
         metrics = evaluate_checkpoint(args.checkpoint, Path(args.eval_dir), settings["evaluate"], settings["device"])
         write_json(args.out, {"name": args.run, "metrics": metrics})
+        towers = json.loads((_checkpoint_dir(Path(args.checkpoint)) / CONFIG_NAME).read_text())["encoders"]
+        for paths in evaluation_inputs(Path(args.eval_dir), towers, settings["evaluate"]).values():
+            tracked.log_inputs("evaluation", *paths.values())
         tracked.log_metrics(metrics)
         tracked.log_output("metrics", args.out)
         train_run = _train_run(tracked, args.run)
         if train_run is not None:
-            # Also on the trained model's own run, so the MLflow UI compares runs by their metrics.
-            tracked.log_metrics(metrics, run_id=train_run)
+            # Also on the trained model's own run and its MLflow model, so the UI compares runs and models by them.
+            model_id = _logged_model(tracked, train_run)
+            tracked.log_metrics(metrics, run_id=train_run, model_id=model_id)
+            if model_id is not None:
+                tracked.log_model_input(model_id)
     print_summary("evaluate", metrics)
 
 

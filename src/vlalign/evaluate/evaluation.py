@@ -81,6 +81,16 @@ def compositional_metrics(z_img: np.ndarray, metas: list[dict], encode) -> dict[
     return found
 
 
+def evaluation_inputs(results_dir: Path, towers: dict, evaluate: dict | None = None) -> dict[str, dict[str, Path]]:
+    """What evaluating reads of each set of `evaluate` (keys left out taking the schema's defaults), by dataset:
+    the image and text embedding stores of the trained towers (`towers`: the checkpoint's `encoders`) and the table."""
+    ev = complete("evaluate", evaluate)
+    datasets = dict.fromkeys(eval_dataset(s) for kind in ("retrieval", "compositional", "zeroshot") for s in ev[kind])
+    return {dataset: {"image": results_dir / "embeddings" / dataset / towers["image"]["alias"],
+                      "text": results_dir / "embeddings" / dataset / towers["text"]["alias"],
+                      "table": results_dir / "beton" / f"{dataset}.parquet"} for dataset in datasets}  # fmt: skip
+
+
 def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, evaluate: dict | None = None,
                         device: str = "auto") -> dict:
     """Metrics named `{dataset}.{metric}` for every retrieval, compositional and zero-shot set of `evaluate` (the
@@ -99,21 +109,21 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, evaluate: dic
     ev = complete("evaluate", evaluate)
     # The pool size travels with the metrics so a curation sweep can be read from one table.
     metrics: dict[str, float] = {"train_pairs": float(info["train_pairs"])}
+    inputs = evaluation_inputs(results_dir, towers, ev)
 
     def embeddings(dataset: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        base = results_dir / "embeddings" / dataset
-        return paired_embeddings(str(base / towers["image"]["alias"]), str(base / towers["text"]["alias"]))
+        return paired_embeddings(str(inputs[dataset]["image"]), str(inputs[dataset]["text"]))
 
     @functools.cache
     def text_encoder():
         text = towers["text"]
         # The caption embeddings' own options (precision included), so prompts are embedded alike.
-        return create_encoder(text["spec"], device=device, **encoder_options(text))
+        return create_encoder(text["spec"], device=device, alias=text.get("alias"), **encoder_options(text))
 
     for source in ev["retrieval"]:
         dataset = eval_dataset(source)
         image_emb, text_emb, keys = embeddings(dataset)
-        table = pd.read_parquet(results_dir / "beton" / f"{dataset}.parquet").set_index("key").loc[keys].reset_index()
+        table = pd.read_parquet(inputs[dataset]["table"]).set_index("key").loc[keys].reset_index()
         several = caption_sets(table)
         if several is None:
             z_img, z_txt = project(model, image_emb, text_emb)
@@ -127,7 +137,7 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, evaluate: dic
     for source in ev["compositional"]:
         dataset = eval_dataset(source)
         image_emb, _, keys = embeddings(dataset)
-        table = pd.read_parquet(results_dir / "beton" / f"{dataset}.parquet").set_index("key").loc[keys]
+        table = pd.read_parquet(inputs[dataset]["table"]).set_index("key").loc[keys]
         metas = [{**json.loads(meta), "caption": text} for meta, text in zip(table["meta_json"], table["caption"])]
         z_img, _ = project(model, image_emb, None)
 
@@ -140,7 +150,7 @@ def evaluate_checkpoint(checkpoint: str | Path, results_dir: Path, evaluate: dic
     if ev["zeroshot"]:
         for source in ev["zeroshot"]:
             dataset = eval_dataset(source)
-            table = pd.read_parquet(results_dir / "beton" / f"{dataset}.parquet")
+            table = pd.read_parquet(inputs[dataset]["table"])
             image_emb, _, keys = embeddings(dataset)
             categories = table.set_index("key").loc[keys, "category"]
             if categories.isna().any():

@@ -26,6 +26,8 @@ def run(settings: dict, args) -> None:
 
     image, text = settings["encoders"]["image"]["alias"], settings["encoders"]["text"]["alias"]
     with track("probe", settings, image_encoder=image, text_encoder=text) as tracked:
+        tracked.log_inputs("training", args.pool_decisions, args.image_embeddings, args.text_embeddings)
+        tracked.log_inputs("evaluation", args.eval_image_embeddings, args.eval_text_embeddings)
         with atomic_dir(args.out) as tmp:
             fit = fit_pool(settings, args.image_embeddings, args.text_embeddings, args.pool_decisions,
                            log_fn=lambda step, metrics: tracked.log_metrics(metrics, step=step))  # fmt: skip

@@ -14,6 +14,7 @@ def run(settings: dict, args) -> None:
     from vlalign.probe.vision import vision_probes
 
     with track("vision_probe", settings, encoder=args.encoder) as tracked:
+        tracked.log_inputs("evaluation", *args.class_image_embeddings, *args.class_tables)
         metrics = vision_probes(args.class_image_embeddings, args.class_tables, settings["knn_ks"],
                                 settings["knn_temperature"])  # fmt: skip
         write_json(args.out, {"name": f"vision:{args.encoder}", "metrics": metrics})

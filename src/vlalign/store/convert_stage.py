@@ -17,6 +17,7 @@ def run(settings: dict, args) -> None:
 
     dataset = Path(args.beton).stem
     with track("convert", settings, dataset=dataset) as tracked:
+        tracked.log_inputs("conversion", *args.inputs)
         for folder in args.inputs:
             shard_paths(folder)
         convert = settings["convert"]
