@@ -48,3 +48,15 @@ def test_unreachable_store_does_not_stop_the_stage(tmp_path, capsys, monkeypatch
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": [1, 2]}}) == {"a.b": "1", "a.c": "[1, 2]"}
+
+
+def test_runs_are_tagged_with_the_code_commit_wherever_the_workflow_runs(tmp_path, monkeypatch):
+    import subprocess
+    from pathlib import Path
+
+    from vlalign.tracking import git_commit
+
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    monkeypatch.chdir(tmp_path)  # a workflow's own folder, outside any checkout
+    assert git_commit() == head and len(head) == 40

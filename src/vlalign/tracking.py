@@ -37,8 +37,11 @@ def resolve_tracking_uri(configured: str | None = None, results_dir: str | os.Pa
 
 
 def git_commit() -> str:
+    """The commit of the vlalign checkout that runs (the code's, not the working directory's: workflows run in
+    folders of their own); "unknown" for an installed package."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
