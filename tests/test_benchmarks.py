@@ -33,3 +33,18 @@ def test_data_throughput_prints_one_line_with_every_stage():
     assert download["samples"] == 40 and download["skipped"] == 0
     assert download["ok"] + download["failed"] == 40 and sum(download["errors"].values()) == download["failed"]
     assert figures["stages"]["convert.write_beton"]["written"] == figures["stages"]["convert.verify_beton"]["samples"]
+
+
+def test_embed_process_compares_the_configured_process_with_the_c_defaults():
+    command = [sys.executable, str(REPO / "benchmarks" / "embed_process.py"),
+               "--images", "16", "--batch", "8", "--repeats", "1"]  # fmt: skip
+    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = run.stdout.splitlines()
+    figures = json.loads(line)
+    assert figures["images"] == 16 and figures["machine"]["torch_threads"] == 2
+    for mode in ("configured", "c_defaults"):
+        for key in ("wall_s", "user_s", "minor_faults", "cpu_ms_per_image", "minor_faults_per_image"):
+            assert figures[mode][key] > 0, (mode, key, figures[mode])
+    assert figures["ratio_cpu"] > 0 and figures["ratio_minor_faults"] > 0
+    assert figures["embeddings_equal"] is True  # the set-up changes where memory comes from, not the numbers

@@ -11,6 +11,7 @@ import json
 import sys
 
 from vlalign.config import ConfigError, load_config
+from vlalign.runtime import configure_process
 from vlalign.stage import Stage, stage_settings, stages
 
 
@@ -49,6 +50,7 @@ def _settings(stage: Stage, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stage = args.run_stage
+    configure_process()  # before a stage imports torch
     try:
         stage.run(_settings(stage, args), args)
     except ConfigError as exc:
