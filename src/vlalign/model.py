@@ -8,7 +8,6 @@ was resolved at embed time: preprocessing, pooling, precision) and a model card 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -121,21 +120,16 @@ def model_card(run: str, info: dict, final: dict) -> str:
 
 
 def _rgb(image):
-    """An RGB PIL image decoded the way the workflow decodes samples (transparency on white)."""
+    """An RGB PIL image converted the way the workflow decodes samples (see data.images.to_rgb)."""
     from PIL import Image
 
-    from vlalign.data.images import decode_rgb
+    from vlalign.data.images import decode_rgb, to_rgb
 
     if isinstance(image, (str, os.PathLike)):
         return decode_rgb(Path(image).read_bytes())
     if not isinstance(image, Image.Image):
         raise TypeError(f"expected a PIL image or a file path, got {type(image).__name__}")
-    if image.mode == "RGB" and "transparency" not in image.info:
-        return image
-    # decode_rgb owns the rule for transparency, so hand it the image as lossless bytes.
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return decode_rgb(buffer.getvalue())
+    return to_rgb(image)
 
 
 def prepare_image(image, image_size: int, crop_ratio: float, max_resolution: int | None) -> np.ndarray:
