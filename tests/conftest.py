@@ -2,6 +2,10 @@
 
 They have the real packages' layouts, so the download stage runs its real path
 (dpkg-deb -x, the readers) without fetching 300 MB.
+
+hypothesis is imported here, at collection, whether or not the chosen tests use it: its pytest plugin
+imports it at the end of the session otherwise, and pytest's rewrite of it then failed there under
+CPython 3.11.7 (`SystemError: AST constructor recursion depth mismatch`) after every test had passed.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+import hypothesis  # noqa: F401
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw

@@ -16,7 +16,7 @@ import threading
 import zlib
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from PIL import Image
 
@@ -50,10 +50,13 @@ class ImageServer:
     /truncated.jpg, /html.jpg, /bomb.png, /bomb/WxH.png, /tiny.png, /huge.bin, /huge-stream.bin (no Content-Length),
     /loop, /to-file, /redirect/NAME (to /jpg/NAME), /noai.jpg, /flaky/NAME (500 once, then an image),
     /reset (the connection reset, nothing sent), /cut.jpg (the body ends before its Content-Length),
-    /files/NAME (the bytes put in `files`); any path takes `?delay=SECONDS`, or a delay put in `delays`.
+    /files/NAME (the bytes put in `files`), /to?location=ANY (a redirect to exactly that, unchecked),
+    /trickle-body and /trickle-headers (one byte every `?interval=` seconds, 0.2 by default, until stopped);
+    a path put in `routes` answers (status, headers, body) as given, one put in `raw` sends those bytes as the
+    whole response. Any path takes `?delay=SECONDS`, or a delay put in `delays`.
     `hits` counts requests by path, `requests` by path and query (one count per distinct URL)."""
 
-    def __init__(self, max_bytes_hint: int = 50_000):
+    def __init__(self, max_bytes_hint: int = 50_000, host: str = "127.0.0.1", tls=None):
         self.hits: Counter = Counter()
         self.requests: Counter = Counter()
         self._lock = threading.Lock()
@@ -63,6 +66,8 @@ class ImageServer:
         # path -> seconds held before answering: a slow response whose URL is the same as a fast one's
         self.delays: dict[str, float] = {}
         self.completed: list[str] = []  # paths, in the order their responses were sent
+        self.routes: dict[str, tuple[int, list[tuple[str, str]], bytes]] = {}
+        self.raw: dict[str, bytes] = {}
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,10 +84,12 @@ class ImageServer:
                 with server._lock:
                     server.completed.append(path)
 
-        self._httpd = _Server(("127.0.0.1", 0), Handler)
+        self._httpd = _Server((host, 0), Handler)
         self._httpd.daemon_threads = True
+        if tls is not None:  # an ssl.SSLContext for the server side: https
+            self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         self.port = self._httpd.server_address[1]
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls is not None else 'http'}://{host}:{self.port}"
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def url(self, path: str) -> str:
@@ -93,10 +100,21 @@ class ImageServer:
         delay = float(query["delay"][0]) if "delay" in query else self.delays.get(path, 0.0)
         if delay:
             self._stop.wait(delay)
+        if path in self.routes:
+            status, headers, body = self.routes[path]
+            return self._send(handler, status, body, "application/octet-stream", dict(headers))
+        if path in self.raw:
+            handler.close_connection = True
+            return self._write(handler, self.raw[path])
+        if path == "/to":
+            return self._send(handler, 302, b"", "text/plain", {"Location": query["location"][0]})
+        if path in ("/trickle-body", "/trickle-headers"):
+            return self._trickle(handler, path == "/trickle-body", float(query.get("interval", ["0.2"])[0]))
         if kind in ("jpg", "png", "gif"):
             colour = tuple(b % 256 for b in zlib.crc32(name.encode()).to_bytes(4, "big")[:3])
             data = image_bytes({"jpg": "JPEG", "png": "PNG", "gif": "GIF"}[kind], colour=colour)
             return self._send(handler, 200, data, f"image/{kind}")
+        name = unquote(name)  # a percent-encoded request names the file it decodes to
         if kind == "files" and name in self.files:
             content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
             return self._send(handler, 200, self.files[name], content_type)
@@ -144,6 +162,26 @@ class ImageServer:
         if path == "/noai.jpg":
             return self._send(handler, 200, image_bytes("JPEG"), "image/jpeg", {"X-Robots-Tag": "noai"})
         return self._send(handler, 404, b"no such thing", "text/plain")
+
+    def _trickle(self, handler, body: bool, interval: float) -> None:
+        """Headers (all at once when `body`, else one byte at a time) and then a body, one byte per `interval`."""
+        handler.close_connection = True
+        head = b"HTTP/1.1 200 OK\r\n" + (b"Content-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n" if body else b"")
+        if not self._write(handler, head):
+            return
+        stream = image_bytes("JPEG", size=(640, 480)) if body else b"X-Slow: " + b"a" * 100000
+        for byte in stream:
+            if self._stop.wait(interval) or not self._write(handler, bytes([byte])):
+                return
+
+    @staticmethod
+    def _write(handler, data: bytes) -> bool:
+        try:
+            handler.wfile.write(data)
+            handler.wfile.flush()
+            return True
+        except OSError:
+            return False  # the client gave up: what a deadline test wants
 
     def _send(self, handler, status: int, body: bytes, content_type: str, headers: dict | None = None,
               length: bool = True) -> None:  # fmt: skip

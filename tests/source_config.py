@@ -8,9 +8,16 @@ from vlalign.config import load_schema
 from vlalign.data.shards import iter_samples, shard_paths
 
 
+# The tests' servers listen on loopback, which a url_list refuses unless it is named.
+LOOPBACK = ["127.0.0.0/8", "::1/128"]
+
+
 def source_config(type_: str, **overrides) -> dict:
+    """A url_list allows the loopback network (the tests' servers) unless `allow_networks` says otherwise."""
     keys = load_schema()["properties"]["sources"]["additionalProperties"]["properties"]
     defaults = {key: copy.deepcopy(spec["default"]) for key, spec in keys.items() if "default" in spec}
+    if type_ == "url_list":
+        defaults["allow_networks"] = list(LOOPBACK)
     return {**defaults, "type": type_, **overrides}
 
 

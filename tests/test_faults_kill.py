@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from source_config import shard_contents
+from source_config import LOOPBACK, shard_contents
 from train_fixtures import write_pair_stores
 
 from vlalign.align.checkpoint import load_checkpoint
@@ -202,7 +202,7 @@ def test_snakemake_download_killed_then_rerun_ends_as_an_uninterrupted_run(serve
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["samples_per_shard"] = 4
     config["sources"]["web"] = {"type": "url_list", "path": str(tmp_path / "urls.parquet"), "threads": 1,
-                                "retries": 0, "eval_fraction": 0.25}  # fmt: skip
+                                "retries": 0, "eval_fraction": 0.25, "allow_networks": LOOPBACK}  # fmt: skip
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import deque
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -51,6 +51,26 @@ def thread_map(fn: Callable[[T], R], items: Iterable[T], threads: int, window: i
     """
     window = threads * 4 if window is None else window
     return _windowed(fn, items, ThreadPoolExecutor(max_workers=threads), window)
+
+
+def thread_map_unordered(fn: Callable[[T], R], items: Iterable[T], threads: int, window: int | None = None
+                         ) -> Iterator[R]:  # fmt: skip
+    """fn(item) for each item in threads, yielded as each call finishes: a slow call holds back nothing but
+    its own thread. At most `window` items (default 4 per thread) are submitted and not yet yielded."""
+    window = threads * 4 if window is None else window
+    pool = ThreadPoolExecutor(max_workers=threads)
+    pending: set = set()
+    try:
+        for item in items:
+            pending.add(pool.submit(fn, item))
+            if len(pending) >= window:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def process_map(fn: Callable[[T], R], batches: Iterable[T], workers: int) -> Iterator[R]:

@@ -16,12 +16,13 @@ from typing import Callable, Iterable
 
 import pandas as pd
 
+from vlalign.data.address_policy import network_problems
 from vlalign.data.benchmarks import benchmark_items, layout_problems
 from vlalign.data.clip_benchmark import write_clip_benchmark_layout
 from vlalign.data.debian import extract_deb, fetch_deb
 from vlalign.data.folder import folder_items
 from vlalign.data.images import inspect_image
-from vlalign.data.manifest import manifest_frame, manifest_row
+from vlalign.data.manifest import manifest_frame, manifest_row, mark_unexpected
 from vlalign.data.shards import Sample, ShardWriter
 from vlalign.data.sources import DEBIAN_SOURCES, SourceItem, deterministic_subset, load_classnames, split_of
 from vlalign.data.url_download import UrlListDownload
@@ -62,29 +63,39 @@ def select_items(items: list[SourceItem], max_items: int | None, per_class: int 
 
 def _outcome(item: SourceItem, name: str, selected: set[str] | None, checks: Checks, eval_fraction: float,
              extra_meta: dict) -> tuple[dict, Sample | None]:  # fmt: skip
-    """The manifest row of one item, and its sample when it is usable; runs in a pool thread."""
+    """The manifest row of one item, and its sample when it is usable; runs in a pool thread and never raises."""
     row = manifest_row(item.key, name, item.origin, item.caption, item.category)
+    try:
+        return row, _sample(item, row, name, selected, checks, eval_fraction, extra_meta)
+    except Exception as exc:  # noqa: BLE001
+        mark_unexpected(row, exc)
+        return row, None
+
+
+def _sample(item: SourceItem, row: dict, name: str, selected: set[str] | None, checks: Checks, eval_fraction: float,
+            extra_meta: dict) -> Sample | None:  # fmt: skip
+    """Fill in `row` for `item`; its sample when it is usable."""
     row.update(error=item.error, detail=item.detail)
     if item.error is not None:
-        return row, None
+        return None
     if selected is not None and item.key not in selected:
         row.update(status="skipped", error="not_in_subset")
-        return row, None
+        return None
     size = len(item.image) if item.image is not None else item.path.stat().st_size
     row["bytes"] = size
     if checks.max_bytes is not None and size > checks.max_bytes:
         row.update(error="too_large_bytes", detail=f"{size} > {checks.max_bytes} bytes")
-        return row, None
+        return None
     data = item.image if item.image is not None else item.path.read_bytes()
     check = inspect_image(data, checks.max_pixels, checks.min_side, checks.decode)
     row.update(width=check.width, height=check.height, error=check.error, detail=check.detail)
     if check.error is not None:
-        return row, None
+        return None
     split = split_of(item.key, eval_fraction)
     row.update(status="ok", split=split)
     meta = {**item.meta, "source": name, "origin": item.origin, "category": item.category,
             "width": check.width, "height": check.height, **extra_meta}  # fmt: skip
-    return row, Sample(item.key, check.data, check.ext, item.caption, meta)
+    return Sample(item.key, check.data, check.ext, item.caption, meta)
 
 
 def write_items(name: str, items: Iterable[SourceItem], source: dict, target: Target, checks: Checks,
@@ -235,6 +246,7 @@ SOURCE_TYPES: dict[str, SourceType] = {
 def _key_problems(source: dict) -> list[str]:
     kind = SOURCE_TYPES[source["type"]]
     problems = [f"{key}: required for type {source['type']}" for key in kind.required if not source.get(key)]
+    problems += network_problems(source.get("allow_networks") or (), "allow_networks")
     return problems + [f"{key}: {why}" for key, why in kind.unsupported.items() if source.get(key) is not None]
 
 

@@ -20,3 +20,8 @@ def manifest_row(key: str, source: str, origin: str | None, caption: str | None,
 
 def manifest_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(DTYPES)).astype(DTYPES)
+
+
+def mark_unexpected(row: dict, exc: Exception) -> None:
+    """Record on `row` a failure no check foresaw: one row's surprise is that row's status, never the job's end."""
+    row.update(status="failed", split=None, error="unexpected_error", detail=f"{type(exc).__name__}: {exc}"[:300])

@@ -6,6 +6,7 @@ never leaves a shard that looks finished.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
@@ -33,7 +34,7 @@ class ShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.samples_per_shard = samples_per_shard
         self.paths: list[Path] = []
-        self._tar = None  # a webdataset TarWriter
+        self._tar: tarfile.TarFile | None = None
         self._file = None
         self._count = 0
         self.total = 0
@@ -44,14 +45,13 @@ class ShardWriter:
         if self._tar is None or self._count >= self.samples_per_shard:
             self._close_shard()
             self._open_shard()
-        self._tar.write(
-            {
-                "__key__": sample.key,
-                sample.image_ext: sample.image,
-                "txt": sample.caption.encode("utf-8"),
-                "json": json.dumps(sample.meta, sort_keys=True).encode("utf-8"),
-            }
-        )
+        members = ((sample.image_ext, sample.image), ("txt", sample.caption.encode("utf-8")),
+                   ("json", json.dumps(sample.meta, sort_keys=True).encode("utf-8")))  # fmt: skip
+        for ext, data in members:
+            # Fixed mode and time: the same samples make the same shard, byte for byte.
+            info = tarfile.TarInfo(f"{sample.key}.{ext}")
+            info.size, info.mode, info.mtime = len(data), 0o444, 0
+            self._tar.addfile(info, io.BytesIO(data))
         self._count += 1
         self.total += 1
 
@@ -59,9 +59,8 @@ class ShardWriter:
         final = self.out_dir / f"shard-{len(self.paths):06d}.tar"
         self._partial = final.with_suffix(".tar.part")
         self._file = open(self._partial, "wb")
-        import webdataset  # here: importing it imports torch, which reading shards does not need
-
-        self._tar = webdataset.TarWriter(self._file, encoder=False)
+        # Plain tarfile: webdataset's writer would import torch into every download process (~800 MB).
+        self._tar = tarfile.open(fileobj=self._file, mode="w")
         self.paths.append(final)
         self._count = 0
 
@@ -87,6 +86,30 @@ class ShardWriter:
             self._tar.close()
             self._file.close()
             Path(self._partial).unlink(missing_ok=True)
+
+
+def reorder_shard(path: Path, keys: list[str]) -> None:
+    """Rewrite the shard at `path` with its samples in the order of `keys` (all of its samples' keys), each
+    sample's members in the order they were written; replaced whole, so a kill leaves the old one."""
+    with tarfile.open(path, "r") as source:
+        members: dict[str, list[tarfile.TarInfo]] = {}
+        order = []
+        for member in source:
+            key = Path(member.name).name.partition(".")[0]
+            if key not in members:
+                members[key] = []
+                order.append(key)
+            members[key].append(member)
+        if order == keys:
+            return
+        if sorted(order) != sorted(keys):
+            raise ValueError(f"{path}: holds samples {sorted(set(order) ^ set(keys))[:5]} it should not, or lacks them")
+        partial = path.with_suffix(".tar.reorder")
+        with open(partial, "wb") as file, tarfile.open(fileobj=file, mode="w") as target:
+            for key in keys:
+                for member in members[key]:
+                    target.addfile(member, source.extractfile(member))
+    os.replace(partial, path)
 
 
 def shard_paths(folder: str | os.PathLike) -> list[Path]:

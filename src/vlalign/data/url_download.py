@@ -25,9 +25,9 @@ import pandas as pd
 
 from vlalign.data.fetch import Fetcher
 from vlalign.data.images import inspect_image
-from vlalign.data.manifest import manifest_frame, manifest_row
-from vlalign.parallel import thread_map
-from vlalign.data.shards import Sample, ShardWriter
+from vlalign.data.manifest import manifest_frame, manifest_row, mark_unexpected
+from vlalign.parallel import thread_map_unordered
+from vlalign.data.shards import Sample, ShardWriter, reorder_shard
 from vlalign.data.sources import deterministic_subset, safe_key, split_of
 from vlalign.data.url_table import extras_as_json, read_url_table
 from vlalign.io import atomic_path, sha256_json, work_dir
@@ -35,12 +35,13 @@ from vlalign.progress import Progress
 
 SPLITS = ("train", "eval")
 # Settings that change what a row's outcome is; a chunk finished under others is fetched again.
-SHAPING_SETTINGS = ("eval_fraction", "max_bytes", "max_pixels", "min_side")
+SHAPING_SETTINGS = ("eval_fraction", "max_bytes", "max_pixels", "min_side", "allow_networks")
 
 
 @dataclass
 class _Task:
     chunk: int
+    position: int  # of the row in its chunk
     key: str
     url: str | None
     caption: str | None
@@ -59,7 +60,8 @@ class UrlListDownload:
         self.name, self.source, self.out_dir = name, source, out_dir
         self.work = work_dir(out_dir)
         self.chunk_size = samples_per_shard
-        self.fetcher = Fetcher(source["max_bytes"], source["timeout_s"], source["retries"])
+        self.fetcher = Fetcher(source["max_bytes"], source["timeout_s"], source["retries"],
+                               allow_networks=source["allow_networks"])
         table, self.extras = read_url_table(source["path"], source["url_col"], source["caption_col"])
         if table.empty:
             raise ValueError(f"sources.{name}.path: {source['path']} has no rows")
@@ -110,12 +112,23 @@ class UrlListDownload:
     def _tasks(self, chunks: list[int]) -> Iterator[_Task]:
         for chunk in chunks:
             rows = self.rows(chunk)
-            for (_, row), meta in zip(rows.iterrows(), extras_as_json(rows, self.extras), strict=True):
-                yield _Task(chunk, row["key"], _text(row["url"]), _text(row["caption"]), bool(row["selected"]), meta)
+            for position, ((_, row), meta) in enumerate(zip(rows.iterrows(), extras_as_json(rows, self.extras),
+                                                            strict=True)):  # fmt: skip
+                yield _Task(chunk, position, row["key"], _text(row["url"]), _text(row["caption"]),
+                            bool(row["selected"]), meta)  # fmt: skip
 
-    def _outcome(self, task: _Task) -> tuple[int, dict, Sample | None]:
-        """The chunk, manifest row and (when usable) sample of one input row; runs in a pool thread."""
+    def _outcome(self, task: _Task) -> tuple[_Task, dict, Sample | None]:
+        """The task, manifest row and (when usable) sample of one input row; runs in a pool thread and never
+        raises: whatever goes wrong with one row is that row's status."""
         row = manifest_row(task.key, self.name, task.url, task.caption)
+        try:
+            return task, row, self._sample(task, row)
+        except Exception as exc:  # noqa: BLE001
+            mark_unexpected(row, exc)
+            return task, row, None
+
+    def _sample(self, task: _Task, row: dict) -> Sample | None:
+        """Fill in `row` for `task`; the sample when the row is usable."""
         if task.url is None:
             row["error"] = "no_url"
         elif task.caption is None:
@@ -133,8 +146,8 @@ class UrlListDownload:
                     row.update(status="ok", split=split)
                     meta = {**task.meta, "source": self.name, "origin": task.url,
                             "width": check.width, "height": check.height}  # fmt: skip
-                    return task.chunk, row, Sample(task.key, check.data, check.ext, task.caption, meta)
-        return task.chunk, row, None
+                    return Sample(task.key, check.data, check.ext, task.caption, meta)
+        return None
 
     def run(self) -> pd.DataFrame:
         """Fetch every unfinished chunk, then move the work folder onto the output; the manifest."""
@@ -147,20 +160,19 @@ class UrlListDownload:
                   file=sys.stderr, flush=True)  # fmt: skip
         progress = Progress(f"download {self.name}", total=len(self.table))
         progress.update(sum(len(self.rows(chunk)) for chunk in finished))
-        # Rows are fetched up to two chunks ahead of the row being written, so a URL that is retried or times
-        # out holds back writing, not fetching, until that much is waiting behind it. Memory bound: about two
-        # chunks of fetched samples (2 x samples_per_shard images), plus the 4 per thread the window never drops below.
-        window = max(2 * self.chunk_size, 4 * self.source["threads"])
-        writer: _ChunkWriter | None = None
-        for chunk, row, sample in thread_map(self._outcome, self._tasks(todo), self.source["threads"], window):
-            if writer is None or writer.chunk != chunk:
-                if writer is not None:
-                    writer.finish()
-                writer = _ChunkWriter(self, chunk)
-            writer.add(row, sample)
+        # Each row is written as soon as it is fetched, into its chunk's shards, so a URL that is retried or
+        # times out holds back only its own thread and chunk, and no fetched image waits in memory for it.
+        # A chunk is put in order and in place when its last row is in.
+        writers: dict[int, _ChunkWriter] = {}
+        left = {chunk: len(self.rows(chunk)) for chunk in todo}
+        for task, row, sample in thread_map_unordered(self._outcome, self._tasks(todo), self.source["threads"]):
+            if task.chunk not in writers:
+                writers[task.chunk] = _ChunkWriter(self, task.chunk)
+            writers[task.chunk].add(task.position, row, sample)
+            left[task.chunk] -= 1
+            if left[task.chunk] == 0:
+                writers.pop(task.chunk).finish()
             progress.update(1)
-        if writer is not None:
-            writer.finish()
         progress.close()
         return self._finalize()
 
@@ -179,18 +191,19 @@ class UrlListDownload:
 
 
 class _ChunkWriter:
-    """The shards and records of one chunk, put in place only when all its rows are written."""
+    """The shards and records of one chunk, written in the order its rows are fetched and put in input order,
+    and in place, only when all its rows are in."""
 
     def __init__(self, download: UrlListDownload, chunk: int):
         self.download, self.chunk = download, chunk
         self.tmp = download.work / "tmp" / f"{chunk:06d}"
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.writers: dict[str, ShardWriter] = {}
-        self.rows: list[dict] = []
+        self.rows: dict[int, dict] = {}
         self.started = time.time()
 
-    def add(self, row: dict, sample: Sample | None) -> None:
-        self.rows.append(row)
+    def add(self, position: int, row: dict, sample: Sample | None) -> None:
+        self.rows[position] = row
         if sample is not None:
             split = row["split"]
             if split not in self.writers:
@@ -200,13 +213,16 @@ class _ChunkWriter:
 
     def finish(self) -> None:
         work, chunk = self.download.work, self.chunk
+        rows = [self.rows[position] for position in sorted(self.rows)]
         shard_bytes = {}
         for split, writer in self.writers.items():
             (shard,) = writer.close()
+            # The same shard, byte for byte, however the fetches were timed.
+            reorder_shard(shard, [row["key"] for row in rows if row["split"] == split])
             shard_bytes[split] = shard.stat().st_size
             (work / split).mkdir(parents=True, exist_ok=True)
             os.replace(shard, work / split / f"shard-{chunk:06d}.tar")
-        frame = manifest_frame(self.rows)
+        frame = manifest_frame(rows)
         (work / "chunks").mkdir(parents=True, exist_ok=True)
         with atomic_path(work / "chunks" / f"{chunk:06d}.parquet") as part:
             frame.to_parquet(part, index=False)
