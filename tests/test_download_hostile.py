@@ -302,3 +302,14 @@ def test_a_tls_handshake_that_never_ends_is_cut_at_the_deadline():
         fetched = fetcher(allow=ONLY_SERVER, timeout_s=1).fetch(f"https://127.0.0.1:{silent.getsockname()[1]}/a.jpg")
         assert fetched.error == "timeout" and "connecting" in fetched.detail, fetched
         assert 1 <= time.monotonic() - started < 2
+
+
+def test_a_resolver_that_never_answers_is_cut_at_the_deadline():
+    def stalled(host, port, *args):
+        time.sleep(5)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    started = time.monotonic()
+    fetched = fetcher(allow=ONLY_SERVER, timeout_s=1, resolve=stalled).fetch("http://slow-dns.example/a.jpg")
+    assert fetched.error == "timeout" and "resolving slow-dns.example" in fetched.detail, fetched
+    assert 1 <= time.monotonic() - started < 2
