@@ -160,6 +160,13 @@ def _check_references(config: dict) -> None:
             problems.append(f"curate.filters.alignment.run: {scorer!r} is not defined under train.runs")
         elif "alignment" in pools.get(run_pool(config, scorer), []):
             problems.append(f"curate.filters.alignment.run: run {scorer!r} trains on a pool that its own scores filter")
+    # The filter compares its threshold with the measured eval_hamming, which is not measured beyond the
+    # measurement's own radius: a larger threshold would silently act as the smaller one.
+    measured, decontaminate = curate["measure"]["max_hamming"], curate["filters"]["decontaminate"]["max_hamming"]
+    if decontaminate > measured:
+        problems.append(f"curate.filters.decontaminate.max_hamming: {decontaminate} is above "
+                        f"curate.measure.max_hamming ({measured}), beyond which eval_hamming is not measured; "
+                        "raise curate.measure.max_hamming or lower the filter's")  # fmt: skip
     for name in config["curate"]["sources"]:
         if name not in sources:
             problems.append(f"curate.sources: {name!r} is not defined under sources")

@@ -1,10 +1,9 @@
 """Exact and near-duplicate images by content hash and 64-bit pHash Hamming distance.
 
-Distances are computed block by block over all pairs (O(N^2) XOR + popcount, well under
-a second for 10k images); pools of millions would need an index (multi-index hashing)
-instead. De-duplication is greedy in pool order: a sample is a duplicate when it
-matches an earlier sample that was itself kept, so a chain a~b~c with a !~ c keeps a
-and c, and every dropped sample names the kept one it repeats.
+Near pairs come from a multi-index hash (`hamming_index`): exact, and near-linear in the pool for small radii,
+so pools of tens of millions are searched in minutes rather than the weeks all pairs would take. De-duplication
+is greedy in pool order: a sample is a duplicate when it matches an earlier sample that was itself kept, so a
+chain a~b~c with a !~ c keeps a and c, and every dropped sample names the kept one it repeats.
 """
 
 from __future__ import annotations
@@ -14,8 +13,10 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-_BLOCK = 1024  # rows per block: a block of distances to 10k codes is ~80 MB while computed
-NO_HASH = 255  # the distance reported where a sample has no pHash (it could not be decoded)
+from vlalign.curate.hamming_index import NONE_WITHIN, nearest_within, pairs_within
+
+# The distance reported where a sample has no pHash (it could not be decoded) or none is within the radius.
+NO_HASH = NONE_WITHIN
 
 
 def phash_codes(phashes: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -31,33 +32,21 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def earlier_neighbours(codes: np.ndarray, max_hamming: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(i, indices j < i within max_hamming of i) for every i that has any."""
-    for start in range(0, len(codes), _BLOCK):
-        stop = min(start + _BLOCK, len(codes))
-        dist = hamming(codes[start:stop], codes[:stop])
-        rows, cols = np.nonzero(dist <= max_hamming)
-        earlier = cols < rows + start
-        rows, cols = rows[earlier], cols[earlier]
-        for row in np.unique(rows):
-            yield int(row) + start, cols[rows == row]
+    """(i, indices j < i within max_hamming of i) for every i that has any, in increasing i, j sorted."""
+    earlier, later = pairs_within(codes, max_hamming)
+    order = np.lexsort((earlier, later))
+    earlier, later = earlier[order], later[order]
+    starts = np.flatnonzero(np.r_[True, later[1:] != later[:-1]]) if len(later) else []
+    for start, stop in zip(starts, [*starts[1:], len(later)]):
+        yield int(later[start]), earlier[start:stop]
 
 
-def nearest(codes: np.ndarray, others: np.ndarray, exclude_same_index: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, index) of each code's nearest code in `others`; NO_HASH distance when `others` is empty."""
-    distance = np.full(len(codes), NO_HASH, dtype=np.uint8)
-    index = np.full(len(codes), -1, dtype=np.int64)
-    if len(others) == 0:
-        return distance, index
-    for start in range(0, len(codes), _BLOCK):
-        stop = min(start + _BLOCK, len(codes))
-        dist = hamming(codes[start:stop], others)
-        if exclude_same_index:
-            rows = np.arange(stop - start)
-            keep = rows + start < dist.shape[1]
-            dist[rows[keep], rows[keep] + start] = NO_HASH
-        index[start:stop] = dist.argmin(axis=1)
-        distance[start:stop] = dist.min(axis=1)
-    return distance, index
+def nearest(
+    codes: np.ndarray, others: np.ndarray, exclude_same_index: bool = False, max_hamming: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """(distance, index) of each code's nearest code in `others` within max_hamming bits (the lowest index
+    among equally near ones); NO_HASH distance and index -1 where none is, or `others` is empty."""
+    return nearest_within(codes, others, max_hamming, exclude_same_index=exclude_same_index)
 
 
 def greedy_duplicates(

@@ -176,10 +176,12 @@ FILTERS: dict[str, Filter] = {f.name: f for f in (
         Panel("pixel_std", "image grey-level std at 32x32 (0 = blank)", "linear", ("min_pixel_std",)),
     ), before_ocr=True),
     Filter("dedup", ("image_sha256", "phash"), _dedup, (
-        Panel("nearest_hamming", "pHash distance to nearest pool image (bits)", "int", ("max_hamming",)),
+        Panel("nearest_hamming", "pHash bits to nearest pool image, if ≤ measure.max_hamming", "int",
+              ("max_hamming",)),
     ), before_ocr=True),
     Filter("decontaminate", ("eval_exact", "eval_hamming"), _decontaminate, (
-        Panel("eval_hamming", "pHash distance to nearest eval image (bits)", "int", ("max_hamming",)),
+        Panel("eval_hamming", "pHash bits to nearest eval image, if ≤ measure.max_hamming", "int",
+              ("max_hamming",)),
     ), before_ocr=True),
     Filter("text_spotting", ("caption_ocr_overlap", "ocr_seconds"), _text_spotting, (
         Panel("caption_ocr_overlap", "caption words written in the image (fraction)", "unit", ("max_overlap",)),

@@ -104,7 +104,7 @@ def _duplicates(pool: pd.DataFrame, max_hamming: int) -> pd.DataFrame:
     near = greedy_duplicates(unique["image_sha256"], unique["phash"], exact=False, near=True,
                              max_hamming=max_hamming)["of"]  # fmt: skip
     codes, valid = phash_codes(pool["phash"])
-    distance, _ = nearest(codes[valid], codes[valid], exclude_same_index=True)
+    distance, _ = nearest(codes[valid], codes[valid], exclude_same_index=True, max_hamming=max_hamming)
     nearest_hamming = np.full(len(pool), np.nan)
     nearest_hamming[valid] = np.where(distance == NO_HASH, np.nan, distance)
     key_of = pool["key"]
@@ -116,14 +116,15 @@ def _duplicates(pool: pd.DataFrame, max_hamming: int) -> pd.DataFrame:
 
 
 def _contamination(pool: pd.DataFrame, evals: pd.DataFrame, max_hamming: int) -> pd.DataFrame:
-    """Nearest eval image of each pool image: key, pHash distance, byte-identical or not."""
+    """Nearest eval image of each pool image within max_hamming pHash bits (or with identical bytes): key,
+    distance, byte-identical or not."""
     out = pd.DataFrame({"eval_nearest": None, "eval_hamming": np.nan, "eval_exact": False}, index=pool.index)
     if len(evals):
         exact_key = evals.drop_duplicates("image_sha256").set_index("image_sha256")["key"]
         codes, valid = phash_codes(pool["phash"])
         eval_codes, eval_valid = phash_codes(evals["phash"])
         eval_keys = evals["key"].to_numpy()[eval_valid]
-        distance, index = nearest(codes[valid], eval_codes[eval_valid])
+        distance, index = nearest(codes[valid], eval_codes[eval_valid], max_hamming=max_hamming)
         has = distance != NO_HASH
         rows = pool.index[valid][has]
         out.loc[rows, "eval_nearest"] = eval_keys[index[has]]
@@ -200,10 +201,11 @@ MEASUREMENTS = (
     Measurement("dedup", {
         "duplicate_of": "first earlier sample with the same bytes",
         "near_duplicate_of": "earlier kept sample within max_hamming pHash bits (exact copies aside)",
-        "nearest_hamming": "pHash distance to the nearest other pool image",
+        "nearest_hamming": "pHash distance to the nearest other pool image, if within max_hamming",
     }, _pool_duplicates),
     Measurement("decontamination", {
-        "eval_nearest": "nearest eval image (key)", "eval_hamming": "its pHash distance (0 for identical bytes)",
+        "eval_nearest": "nearest eval image within max_hamming (key)",
+        "eval_hamming": "its pHash distance (0 for identical bytes)",
         "eval_exact": "identical bytes to an eval image", "contaminates": "eval key when exact or within max_hamming",
     }, _eval_contamination),
     Measurement("ocr", {

@@ -20,6 +20,7 @@ from vlalign.config import (
     scoring_run,
     train_settings,
 )
+from vlalign.curate.hamming_index import work_per_code
 from vlalign.plan.architectures import Architecture, build_architecture
 from vlalign.plan.assumptions import Assumptions
 from vlalign.plan.disk import beton_bytes_per_image, store_bytes
@@ -187,13 +188,15 @@ class Planner:
         if items is None:
             self.rows.append(self._cpu_row("measure", "pool", None, None, workers))
             return
-        pair = self.assumptions.value("measure.phash_pair_seconds")
+        unit = self.assumptions.value("measure.phash_index_seconds_per_unit")
         images = items / (self.assumptions.value("measure.samples_per_cpu_s") * workers)
-        pairs = (1.5 * self.pool**2 + self.pool * evals) * pair  # one core
+        radius = settings["max_hamming"]
+        against_evals = work_per_code(radius, evals) if evals else 0.0
+        pairs = self.pool * (2 * work_per_code(radius, self.pool) + against_evals) * unit  # one core
         ocr = 0.0
         if settings["ocr"] != "off":  # "survivors" reads fewer: an upper bound
             ocr = self.pool * self.assumptions.value("measure.ocr_seconds_per_image") / workers
-        note = f"images {human_duration(images)}, all-pairs pHash {human_duration(pairs)}"
+        note = f"images {human_duration(images)}, pHash index {human_duration(pairs)}"
         note += f", OCR {human_duration(ocr)}" if ocr else ""
         self.rows.append(self._cpu_row("measure", "pool + eval images", items, images + pairs + ocr, workers,
                                        note=note))  # fmt: skip
