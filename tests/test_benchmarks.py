@@ -48,3 +48,23 @@ def test_embed_process_compares_the_configured_process_with_the_c_defaults():
             assert figures[mode][key] > 0, (mode, key, figures[mode])
     assert figures["ratio_cpu"] > 0 and figures["ratio_minor_faults"] > 0
     assert figures["embeddings_equal"] is True  # the set-up changes where memory comes from, not the numbers
+
+
+def _one_line(script: str, *args: str) -> dict:
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
+                         timeout=600, cwd=REPO)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (line,) = run.stdout.splitlines()
+    return json.loads(line)
+
+
+def test_download_workers_measures_a_download_process_and_its_floor():
+    figures = _one_line("download_workers.py", "--urls", "120", "--threads", "4")
+    assert figures["urls"] == 120 and figures["ok"] == 120 - 3  # rows 7, 57 and 107 are 404s
+    assert figures["peak_rss_mb"] >= figures["floor_rss_mb"] > 50 and figures["torch_imported"] is False
+
+
+def test_phash_index_finds_every_planted_pair():
+    figures = _one_line("phash_index.py", "--smoke")
+    assert [size["recall"] for size in figures["sizes"]] == [1.0, 1.0]
+    assert figures["sizes"][0]["agrees_with_all_pairs"] is True and figures["all_pairs"]["seconds"] > 0
