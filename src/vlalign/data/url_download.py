@@ -11,6 +11,7 @@ output, not this folder), which is renamed onto the output once every chunk is f
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -47,6 +48,36 @@ class _Task:
     caption: str | None
     selected: bool
     meta: dict
+    first_row: int | None  # the earlier row this one repeats (same key), if any
+
+
+def row_keys(name: str, table: pd.DataFrame, key_col: str) -> tuple[list[str], pd.Series]:
+    """Each row's key, from its `key_col` value when the table has that column (DataComp's `uid`), else from
+    its URL and caption, so that a key follows its row when the list is reordered, appended to or split
+    differently; and, for a row repeating an earlier row's key, the position of that first row (else NA).
+    A repeat keeps its own key, suffixed by its occurrence, so the manifest still holds one row per row."""
+    if key_col in table.columns:
+        values = [None if pd.isna(value) else str(value) for value in table[key_col]]
+        base = [safe_key(f"{name}_{value}") if value is not None else None for value in values]
+    else:
+        base = [None] * len(table)
+    for position, (url, caption) in enumerate(zip(table["url"], table["caption"])):
+        if base[position] is None:  # no key column, or no value in it: the row's content names it
+            content = f"{_text(url) or ''}\n{_text(caption) or ''}".encode()
+            base[position] = f"{name}_{hashlib.sha1(content).hexdigest()[:20]}"
+    first: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    keys, first_row = [], []
+    for position, key in enumerate(base):
+        seen[key] = seen.get(key, 0) + 1
+        if key in first:
+            keys.append(f"{key}-{seen[key]}")
+            first_row.append(first[key])
+        else:
+            first[key] = position
+            keys.append(key)
+            first_row.append(None)
+    return keys, pd.Series(first_row, index=table.index, dtype="Int64")
 
 
 def _text(value) -> str | None:
@@ -62,11 +93,13 @@ class UrlListDownload:
         self.chunk_size = samples_per_shard
         self.fetcher = Fetcher(source["max_bytes"], source["timeout_s"], source["retries"],
                                allow_networks=source["allow_networks"])
-        table, self.extras = read_url_table(source["path"], source["url_col"], source["caption_col"])
+        table, self.extras = read_url_table(source["path"], source["url_col"], source["caption_col"],
+                                            source["key_col"])  # fmt: skip
         if table.empty:
             raise ValueError(f"sources.{name}.path: {source['path']} has no rows")
-        table.insert(0, "key", [safe_key(f"{name}_{index:09d}") for index in range(len(table))])
-        usable = table["url"].map(_text).notna() & table["caption"].map(_text).notna()
+        keys, self.first_row = row_keys(name, table, source["key_col"])
+        table.insert(0, "key", keys)
+        usable = table["url"].map(_text).notna() & table["caption"].map(_text).notna() & self.first_row.isna()
         table["selected"] = table["key"].isin(deterministic_subset(table.loc[usable, "key"], source["max_items"]))
         self.table = table
         self.n_chunks = math.ceil(len(table) / self.chunk_size)
@@ -114,8 +147,9 @@ class UrlListDownload:
             rows = self.rows(chunk)
             for position, ((_, row), meta) in enumerate(zip(rows.iterrows(), extras_as_json(rows, self.extras),
                                                             strict=True)):  # fmt: skip
+                first = self.first_row[row.name]
                 yield _Task(chunk, position, row["key"], _text(row["url"]), _text(row["caption"]),
-                            bool(row["selected"]), meta)  # fmt: skip
+                            bool(row["selected"]), meta, None if pd.isna(first) else int(first))  # fmt: skip
 
     def _outcome(self, task: _Task) -> tuple[_Task, dict, Sample | None]:
         """The task, manifest row and (when usable) sample of one input row; runs in a pool thread and never
@@ -133,6 +167,9 @@ class UrlListDownload:
             row["error"] = "no_url"
         elif task.caption is None:
             row["error"] = "no_caption"
+        elif task.first_row is not None:
+            row.update(status="skipped", error="duplicate_row",
+                       detail=f"same key as row {task.first_row} ({self.table['key'].iat[task.first_row]})")
         elif not task.selected:
             row.update(status="skipped", error="not_in_subset")
         else:

@@ -10,8 +10,10 @@ import pandas as pd
 RESERVED = {"url", "caption"}
 
 
-def read_url_table(path: str | Path, url_col: str, caption_col: str) -> tuple[pd.DataFrame, list[str]]:
-    """(table with `url` and `caption` first, names of the extra columns); every row is one source item."""
+def read_url_table(path: str | Path, url_col: str, caption_col: str,
+                   key_col: str | None = None) -> tuple[pd.DataFrame, list[str]]:  # fmt: skip
+    """(table with `url` and `caption` first, names of the extra columns); every row is one source item.
+    `key_col`, when the table has it, is read as text (a uid of digits keeps its leading zeros)."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith(".parquet"):
@@ -20,7 +22,7 @@ def read_url_table(path: str | Path, url_col: str, caption_col: str) -> tuple[pd
         # A caption "NA" or "null" is a caption, and URLs and captions are never parsed as numbers;
         # the extra columns get their types inferred.
         sep = "\t" if ".tsv" in name else ","
-        text = {url_col: str, caption_col: str}
+        text = {url_col: str, caption_col: str, **({key_col: str} if key_col else {})}
         table = pd.read_csv(path, sep=sep, dtype=text, keep_default_na=False, na_values=[""])
     else:
         raise ValueError(f"{path}: a URL list must be .parquet, .csv or .tsv (optionally .gz)")
