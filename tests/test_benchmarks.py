@@ -15,14 +15,17 @@ DATA_STAGES = {
 }  # fmt: skip
 
 
-def test_data_throughput_prints_one_line_with_every_stage():
-    # One worker runs the image work in the benchmark's own process: no process start-up, a test in seconds.
-    command = [sys.executable, str(REPO / "benchmarks" / "data_throughput.py"),
-               "--samples", "40", "--ocr-samples", "2", "--workers", "1"]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+def _one_line(script: str, *args: str) -> dict:
+    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
+                         timeout=600, cwd=REPO)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     (line,) = run.stdout.splitlines()
-    figures = json.loads(line)
+    return json.loads(line)
+
+
+def test_data_throughput_prints_one_line_with_every_stage():
+    # One worker runs the image work in the benchmark's own process: no process start-up, a test in seconds.
+    figures = _one_line("data_throughput.py", "--samples", "40", "--ocr-samples", "2", "--workers", "1")
     assert figures["machine"]["cores"] >= 1 and figures["machine"]["cpu"] and figures["date"]
     assert set(figures["stages"]) == DATA_STAGES
     for name, stage in figures["stages"].items():
@@ -36,26 +39,13 @@ def test_data_throughput_prints_one_line_with_every_stage():
 
 
 def test_embed_process_compares_the_configured_process_with_the_c_defaults():
-    command = [sys.executable, str(REPO / "benchmarks" / "embed_process.py"),
-               "--images", "16", "--batch", "8", "--repeats", "1"]  # fmt: skip
-    run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert run.returncode == 0, run.stderr[-3000:]
-    (line,) = run.stdout.splitlines()
-    figures = json.loads(line)
+    figures = _one_line("embed_process.py", "--images", "16", "--batch", "8", "--repeats", "1")
     assert figures["images"] == 16 and figures["machine"]["torch_threads"] == 2
     for mode in ("configured", "c_defaults"):
         for key in ("wall_s", "user_s", "minor_faults", "cpu_ms_per_image", "minor_faults_per_image"):
             assert figures[mode][key] > 0, (mode, key, figures[mode])
     assert figures["ratio_cpu"] > 0 and figures["ratio_minor_faults"] > 0
     assert figures["embeddings_equal"] is True  # the set-up changes where memory comes from, not the numbers
-
-
-def _one_line(script: str, *args: str) -> dict:
-    run = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], capture_output=True, text=True,
-                         timeout=600, cwd=REPO)  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    (line,) = run.stdout.splitlines()
-    return json.loads(line)
 
 
 def test_download_workers_measures_a_download_process_and_its_floor():

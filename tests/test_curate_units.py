@@ -9,7 +9,8 @@ from vlalign.schema import default
 
 DEFAULT_BOILERPLATE = default("curate.measure.boilerplate")
 from vlalign.curate.concepts import load_entries, match_concepts
-from vlalign.curate.dedup import greedy_duplicates, hamming, nearest, phash_codes
+from vlalign.curate.dedup import greedy_duplicates, hamming, phash_codes
+from vlalign.curate.hamming_index import nearest_within
 from vlalign.curate.ocr import caption_overlap
 from vlalign.parallel import process_map
 
@@ -61,7 +62,7 @@ def test_hamming_distances_and_nearest_codes():
     codes, valid = phash_codes(pd.Series(["0000000000000000", "00000000000000ff", None, "ffffffffffffffff"]))
     assert valid.tolist() == [True, True, False, True]
     assert hamming(codes[:2], codes[3:]).tolist() == [[64], [56]]
-    distance, index = nearest(codes[valid], codes[valid], exclude_same_index=True)
+    distance, index = nearest_within(codes[valid], codes[valid], 64, exclude_same_index=True)
     assert distance.tolist() == [8, 8, 56] and index.tolist() == [1, 0, 1]
 
 

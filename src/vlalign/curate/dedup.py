@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from vlalign.curate.hamming_index import NONE_WITHIN, nearest_within, pairs_within
+from vlalign.curate.hamming_index import NONE_WITHIN, pairs_within
 
 # The distance reported where a sample has no pHash (it could not be decoded) or none is within the radius.
 NO_HASH = NONE_WITHIN
@@ -39,14 +39,6 @@ def earlier_neighbours(codes: np.ndarray, max_hamming: int) -> Iterator[tuple[in
     starts = np.flatnonzero(np.r_[True, later[1:] != later[:-1]]) if len(later) else []
     for start, stop in zip(starts, [*starts[1:], len(later)]):
         yield int(later[start]), earlier[start:stop]
-
-
-def nearest(
-    codes: np.ndarray, others: np.ndarray, exclude_same_index: bool = False, max_hamming: int = 64
-) -> tuple[np.ndarray, np.ndarray]:
-    """(distance, index) of each code's nearest code in `others` within max_hamming bits (the lowest index
-    among equally near ones); NO_HASH distance and index -1 where none is, or `others` is empty."""
-    return nearest_within(codes, others, max_hamming, exclude_same_index=exclude_same_index)
 
 
 def greedy_duplicates(

@@ -18,7 +18,8 @@ import pandas as pd
 
 from vlalign.curate.captions import measure_captions
 from vlalign.curate.concepts import load_entries, match_concepts
-from vlalign.curate.dedup import NO_HASH, greedy_duplicates, nearest, phash_codes
+from vlalign.curate.dedup import NO_HASH, greedy_duplicates, phash_codes
+from vlalign.curate.hamming_index import nearest_within
 from vlalign.curate.filters import FILTERS
 from vlalign.curate.images import measure_batch, ocr_batch
 from vlalign.curate.language import measure_language
@@ -104,7 +105,7 @@ def _duplicates(pool: pd.DataFrame, max_hamming: int) -> pd.DataFrame:
     near = greedy_duplicates(unique["image_sha256"], unique["phash"], exact=False, near=True,
                              max_hamming=max_hamming)["of"]  # fmt: skip
     codes, valid = phash_codes(pool["phash"])
-    distance, _ = nearest(codes[valid], codes[valid], exclude_same_index=True, max_hamming=max_hamming)
+    distance, _ = nearest_within(codes[valid], codes[valid], max_hamming, exclude_same_index=True)
     nearest_hamming = np.full(len(pool), np.nan)
     nearest_hamming[valid] = np.where(distance == NO_HASH, np.nan, distance)
     key_of = pool["key"]
@@ -124,7 +125,7 @@ def _contamination(pool: pd.DataFrame, evals: pd.DataFrame, max_hamming: int) ->
         codes, valid = phash_codes(pool["phash"])
         eval_codes, eval_valid = phash_codes(evals["phash"])
         eval_keys = evals["key"].to_numpy()[eval_valid]
-        distance, index = nearest(codes[valid], eval_codes[eval_valid], max_hamming=max_hamming)
+        distance, index = nearest_within(codes[valid], eval_codes[eval_valid], max_hamming)
         has = distance != NO_HASH
         rows = pool.index[valid][has]
         out.loc[rows, "eval_nearest"] = eval_keys[index[has]]

@@ -62,9 +62,12 @@ def _robots_disallow(headers: http.client.HTTPMessage) -> bool:
 
 
 def _classify(exc: BaseException, attempt: Attempt) -> tuple[str, str]:
+    """(class, message) of a failed attempt: a timeout whatever the cut raised, else a refusal's own class."""
     detail = f"{type(exc).__name__}: {exc}"[:300]
     if attempt.expired or isinstance(exc, (TimeoutError, FutureTimeout)):
         return "timeout", f"attempt took more than {attempt.seconds:g} s (timeout_s), stopped while {attempt.phase}"
+    if isinstance(exc, _Refused):
+        return exc.error, exc.detail
     if isinstance(exc, socket.gaierror):
         return ("dns_retry" if exc.errno == socket.EAI_AGAIN else "dns_error"), detail
     if isinstance(exc, (ssl.SSLError, ssl.CertificateError)):
@@ -187,14 +190,9 @@ class Fetcher:
                 if attempt.expired:  # the cut may end a body without a length as if it were complete
                     raise TimeoutError("body cut at the deadline")
                 return Fetched(data=data, received=len(data))
-            except _Refused as refused:
-                if attempt.expired:
-                    error, detail = _classify(refused, attempt)
-                    return Fetched(error=error, detail=detail, received=refused.received)
-                return Fetched(error=refused.error, detail=refused.detail, received=refused.received)
             except Exception as exc:  # noqa: BLE001 -- every failure of one URL is that row's status, never the job's
                 error, detail = _classify(exc, attempt)
-                return Fetched(error=error, detail=detail)
+                return Fetched(error=error, detail=detail, received=getattr(exc, "received", 0))
 
     def _addresses(self, hop: _Hop, attempt: Attempt) -> list[tuple]:
         """(family, sockaddr) of every address the hop's host resolves to, each one checked."""

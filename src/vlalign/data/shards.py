@@ -95,7 +95,7 @@ def reorder_shard(path: Path, keys: list[str]) -> None:
         members: dict[str, list[tarfile.TarInfo]] = {}
         order = []
         for member in source:
-            key = Path(member.name).name.partition(".")[0]
+            key = _member_key(member.name)[0]
             if key not in members:
                 members[key] = []
                 order.append(key)
@@ -138,7 +138,7 @@ def _samples_in_tar(tar: tarfile.TarFile, path: Path) -> Iterator[Sample]:
         name = member.name
         if name.startswith("/") or ".." in Path(name).parts:
             raise ValueError(f"{path}: member {name!r} escapes the shard")
-        key, _, ext = Path(name).name.partition(".")
+        key, ext = _member_key(name)
         if key != current and group:
             yield _to_sample(current, group, path)
             group = {}
@@ -147,6 +147,12 @@ def _samples_in_tar(tar: tarfile.TarFile, path: Path) -> Iterator[Sample]:
     check_tar_end(tar)
     if group:
         yield _to_sample(current, group, path)
+
+
+def _member_key(name: str) -> tuple[str, str]:
+    """(sample key, extension) of a shard member: its file name split at the first dot."""
+    key, _, ext = Path(name).name.partition(".")
+    return key, ext
 
 
 def check_tar_end(tar: tarfile.TarFile) -> None:

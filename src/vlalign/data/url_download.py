@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -51,33 +52,26 @@ class _Task:
     first_row: int | None  # the earlier row this one repeats (same key), if any
 
 
-def row_keys(name: str, table: pd.DataFrame, key_col: str) -> tuple[list[str], pd.Series]:
+def row_keys(name: str, table: pd.DataFrame, key_col: str) -> tuple[list[str], list[int | None]]:
     """Each row's key, from its `key_col` value when the table has that column (DataComp's `uid`), else from
     its URL and caption, so that a key follows its row when the list is reordered, appended to or split
-    differently; and, for a row repeating an earlier row's key, the position of that first row (else NA).
+    differently; and, for a row repeating an earlier row's key, the position of that first row (else None).
     A repeat keeps its own key, suffixed by its occurrence, so the manifest still holds one row per row."""
-    if key_col in table.columns:
-        values = [None if pd.isna(value) else str(value) for value in table[key_col]]
-        base = [safe_key(f"{name}_{value}") if value is not None else None for value in values]
-    else:
-        base = [None] * len(table)
-    for position, (url, caption) in enumerate(zip(table["url"], table["caption"])):
-        if base[position] is None:  # no key column, or no value in it: the row's content names it
-            content = f"{_text(url) or ''}\n{_text(caption) or ''}".encode()
-            base[position] = f"{name}_{hashlib.sha1(content).hexdigest()[:20]}"
+    values = table[key_col] if key_col in table.columns else [None] * len(table)
     first: dict[str, int] = {}
-    seen: dict[str, int] = {}
-    keys, first_row = [], []
-    for position, key in enumerate(base):
-        seen[key] = seen.get(key, 0) + 1
-        if key in first:
-            keys.append(f"{key}-{seen[key]}")
-            first_row.append(first[key])
+    occurrences: Counter = Counter()
+    keys, repeats = [], []
+    for position, (value, url, caption) in enumerate(zip(values, table["url"], table["caption"])):
+        if pd.isna(value):  # no key column, or no value in it: the row's content names it
+            content = f"{_text(url) or ''}\n{_text(caption) or ''}".encode()
+            key = f"{name}_{hashlib.sha1(content).hexdigest()[:20]}"
         else:
-            first[key] = position
-            keys.append(key)
-            first_row.append(None)
-    return keys, pd.Series(first_row, index=table.index, dtype="Int64")
+            key = safe_key(f"{name}_{value}")
+        occurrences[key] += 1
+        first.setdefault(key, position)
+        keys.append(key if occurrences[key] == 1 else f"{key}-{occurrences[key]}")
+        repeats.append(None if occurrences[key] == 1 else first[key])
+    return keys, repeats
 
 
 def _text(value) -> str | None:
@@ -97,9 +91,10 @@ class UrlListDownload:
                                             source["key_col"])  # fmt: skip
         if table.empty:
             raise ValueError(f"sources.{name}.path: {source['path']} has no rows")
-        keys, self.first_row = row_keys(name, table, source["key_col"])
+        keys, self.repeats = row_keys(name, table, source["key_col"])
         table.insert(0, "key", keys)
-        usable = table["url"].map(_text).notna() & table["caption"].map(_text).notna() & self.first_row.isna()
+        unrepeated = pd.Series([first is None for first in self.repeats], index=table.index)
+        usable = table["url"].map(_text).notna() & table["caption"].map(_text).notna() & unrepeated
         table["selected"] = table["key"].isin(deterministic_subset(table.loc[usable, "key"], source["max_items"]))
         self.table = table
         self.n_chunks = math.ceil(len(table) / self.chunk_size)
@@ -147,9 +142,8 @@ class UrlListDownload:
             rows = self.rows(chunk)
             for position, ((_, row), meta) in enumerate(zip(rows.iterrows(), extras_as_json(rows, self.extras),
                                                             strict=True)):  # fmt: skip
-                first = self.first_row[row.name]
                 yield _Task(chunk, position, row["key"], _text(row["url"]), _text(row["caption"]),
-                            bool(row["selected"]), meta, None if pd.isna(first) else int(first))  # fmt: skip
+                            bool(row["selected"]), meta, self.repeats[row.name])  # fmt: skip
 
     def _outcome(self, task: _Task) -> tuple[_Task, dict, Sample | None]:
         """The task, manifest row and (when usable) sample of one input row; runs in a pool thread and never
