@@ -11,7 +11,7 @@ import pandas as pd
 from vlalign.curate.decide import resolve_filter
 from vlalign.curate.filters import FILTERS
 from vlalign.data.images import decode_rgb
-from vlalign.data.shards import iter_samples, shard_paths
+from vlalign.data.shards import folder_shards, iter_samples
 from vlalign.figures import pyplot, save_figure
 
 FLAGS = [
@@ -100,13 +100,14 @@ def plot_measurements(decisions: pd.DataFrame, filters: list[dict], path: Path) 
         beyond = []
         for key in panel.thresholds:
             if (filter_name, key) in thresholds:
-                value = thresholds[(filter_name, key)]
+                setting = thresholds[(filter_name, key)]
+                value = panel.at(setting) if panel.at else setting
                 if bins[0] <= value <= bins[-1]:
                     # On integers the line goes between the last failing and first passing value.
                     shift = (0.5 if key.startswith("max") else -0.5) if scale == "int" else 0.0
                     ax.axvline(value + shift, color="red", linestyle="--", linewidth=1.2)
                 else:
-                    beyond.append(f"{key} = {value:g}")
+                    beyond.append(f"{key} = {setting:g}")
         ax.set_xlabel(panel.label)
         ax.set_ylabel("samples")
         ax.set_title(f"{column} ({len(present)} measured)" + (f"; off the axis: {', '.join(beyond)}" if beyond else ""),
@@ -215,15 +216,26 @@ def _example_keys(decisions: pd.DataFrame, kept: int, dropped: int) -> list[str]
     return chosen
 
 
+def _repeated(row: pd.Series, captions: pd.Series) -> str:
+    """For a sample a de-duplication filter dropped, a line naming the kept one it repeats, so the example shows
+    what the filter took for a copy."""
+    found = FILTERS.get(row["reason"])
+    column = found.repeats if found else None
+    if not column or pd.isna(row.get(column)):
+        return ""
+    return f"\nrepeats: {textwrap.shorten(str(captions.get(row[column], row[column])), 34, placeholder='...')}"
+
+
 def plot_examples(decisions: pd.DataFrame, shard_folders: list[Path], path: Path, kept: int = 8,
                   dropped: int = 16) -> None:  # fmt: skip
     """A grid of kept and dropped images with their captions and drop reasons."""
     plt = pyplot()
     keys = _example_keys(decisions, kept, dropped)
     rows = decisions.set_index("key").loc[keys]
+    captions = decisions.set_index("key")["caption"]
     wanted = set(keys)
     images = {}
-    for sample in iter_samples(p for folder in shard_folders for p in shard_paths(folder)):
+    for sample in iter_samples(folder_shards(shard_folders)):
         if sample.key in wanted:
             images[sample.key] = sample.image
     cols = 6
@@ -247,6 +259,7 @@ def plot_examples(decisions: pd.DataFrame, shard_folders: list[Path], path: Path
             f" ({row['reason_detail']})" if row["reason_detail"] else "")  # fmt: skip
         if pd.notna(row["width"]):  # small images are shown enlarged: say how small
             verdict += f" [{row['width']:.0f}x{row['height']:.0f} px]"
+        verdict += _repeated(row, captions)
         ax.set_title("\n".join(textwrap.wrap(caption, 34)[:2]) + f"\n{verdict}", fontsize=8,
                      color="darkgreen" if row["kept"] else "darkred")  # fmt: skip
     fig.suptitle(f"Examples: {min(kept, int(decisions['kept'].sum()))} kept (green), dropped ones by reason (red)",

@@ -3,9 +3,9 @@
 A rule returns (passed, detail): `passed` is a nullable boolean per sample and `detail`
 names the check that failed ("min_words", "near", ...). Per-sample rules judge every
 sample, so the decisions table shows every filter a sample would fail. Set-level rules
-(dedup, alignment with top_fraction, balance) depend on which samples are still in the
-pool, so they judge only the samples that survived the filters before them and leave
-the others <NA>.
+(dedup, semantic_dedup, alignment with top_fraction, balance) depend on which samples are
+still in the pool, so they judge only the samples that survived the filters before them
+and leave the others <NA>.
 """
 
 from __future__ import annotations
@@ -77,6 +77,19 @@ def _dedup(m: pd.DataFrame, s: dict, alive: pd.Series) -> Verdict:
     return passed, found["kind"].reindex(m.index)
 
 
+def _semantic_dedup(m: pd.DataFrame, s: dict, alive: pd.Series) -> Verdict:
+    """SemDeDup among the survivors: a sample goes when the earlier member of its cluster nearest to it is closer
+    than epsilon and still in the pool. The neighbours were measured once over the whole pool; were a member that
+    an earlier filter dropped to count, a sample would go although the one it repeats is gone too."""
+    alive_by_key = pd.Series(alive.to_numpy(), index=m["key"].to_numpy())
+    repeated_alive = m["semantic_duplicate_of"].map(alive_by_key).fillna(False).astype(bool)
+    # A sample without an image embedding has no similarity (NaN): nothing to hold against it.
+    repeats = (m["semantic_similarity"] > 1 - s["epsilon"]) & repeated_alive
+    passed = pd.Series(pd.NA, index=m.index, dtype="boolean")
+    passed[alive] = ~repeats[alive]
+    return passed, pd.Series(None, index=m.index, dtype=object).mask(alive & repeats, "epsilon")
+
+
 def _decontaminate(m: pd.DataFrame, s: dict, alive: pd.Series) -> Verdict:
     checks = [
         ("eval_exact", m["eval_exact"].astype(bool) & s["exact"]),
@@ -109,6 +122,27 @@ def _alignment(m: pd.DataFrame, s: dict, alive: pd.Series) -> Verdict:
     return passed, detail
 
 
+def concept_counts(concepts: pd.Series) -> Counter:
+    """How many samples match each entry. Counts of partitions add up to the pool's, so a partitioned pool
+    reduces its partitions' counts (a sum) before any sample is drawn."""
+    return Counter(entry for entries in concepts for entry in entries)
+
+
+def balance_draw(concepts: pd.Series, keys: pd.Series, counts: Counter, s: dict) -> tuple[pd.Series, pd.Series]:
+    """MetaCLIP's draw, given the pool's counts: (kept, probability) per sample. A sample's fate is a hash of
+    (seed, key), so drawing partition by partition gives the pool's draw."""
+    unmatched_p = 1.0 if s["unmatched"] == "keep" else 0.0
+    probability = concepts.map(
+        lambda entries: max((min(1.0, s["cap"] / counts[e]) for e in entries), default=unmatched_p)
+    ).astype(float)
+    draw = keys.map(lambda key: hash_fraction(f"balance:{s['seed']}:{key}"))
+    return draw < probability, probability
+
+
+def balance_concepts(m: pd.DataFrame, s: dict) -> pd.Series:
+    return m["concepts"] if s["entries"] is None else match_concepts(m["caption"], load_entries(s["entries"]))
+
+
 def _balance(m: pd.DataFrame, s: dict, alive: pd.Series) -> Verdict:
     """MetaCLIP's rule: keep with probability max over the sample's entries of min(1, cap / count(entry)).
 
@@ -116,15 +150,10 @@ def _balance(m: pd.DataFrame, s: dict, alive: pd.Series) -> Verdict:
     draw is a hash of (seed, key), so a sample's fate does not depend on the other
     samples' order and a larger cap keeps a superset.
     """
-    concepts = m["concepts"] if s["entries"] is None else match_concepts(m["caption"], load_entries(s["entries"]))
-    counts = Counter(entry for entries in concepts[alive] for entry in entries)
-    unmatched_p = 1.0 if s["unmatched"] == "keep" else 0.0
-    probability = concepts[alive].map(
-        lambda entries: max((min(1.0, s["cap"] / counts[e]) for e in entries), default=unmatched_p)
-    ).astype(float)
-    draw = m.loc[alive, "key"].map(lambda key: hash_fraction(f"balance:{s['seed']}:{key}"))
+    concepts = balance_concepts(m, s)
+    kept, probability = balance_draw(concepts[alive], m.loc[alive, "key"], concept_counts(concepts[alive]), s)
     passed = pd.Series(pd.NA, index=m.index, dtype="boolean")
-    passed[alive] = draw < probability
+    passed[alive] = kept
     matched = concepts.map(len) > 0
     detail = pd.Series(None, index=m.index, dtype=object)
     failed = (passed == False).fillna(False).astype(bool)  # noqa: E712
@@ -141,6 +170,9 @@ class Panel:
     label: str  # the axis label
     scale: str  # "int" (a bar per integer), "log", "unit" (0..1) or "linear"
     thresholds: tuple[str, ...] = ()  # keys of the filter's settings
+    # Where a threshold key's value lies on this axis when the key is not itself a value of the column
+    # (semantic_dedup's epsilon is a cosine distance, drawn at the similarity 1 - epsilon).
+    at: Callable[[float], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +190,8 @@ class Filter:
     panels: tuple[Panel, ...] = ()
     # Its columns exist before OCR, so it can choose which samples OCR reads (`ocr: survivors`).
     before_ocr: bool = False
+    # The column naming the kept sample that a sample it drops repeats (the report's examples show it).
+    repeats: str | None = None
 
 
 # In the order of the report's histograms.
@@ -178,7 +212,12 @@ FILTERS: dict[str, Filter] = {f.name: f for f in (
     Filter("dedup", ("image_sha256", "phash"), _dedup, (
         Panel("nearest_hamming", "pHash bits to nearest pool image, if ≤ measure.max_hamming", "int",
               ("max_hamming",)),
-    ), before_ocr=True),
+    ), before_ocr=True, repeats="dedup_of"),
+    # semantic_similarity and semantic_duplicate_of come from the semdedup stage (select merges them in).
+    Filter("semantic_dedup", ("semantic_similarity", "semantic_duplicate_of"), _semantic_dedup, (
+        Panel("semantic_similarity", "image cosine to the nearest earlier one of its cluster", "linear",
+              ("epsilon",), at=lambda epsilon: 1 - epsilon),
+    ), repeats="semantic_duplicate_of"),
     Filter("decontaminate", ("eval_exact", "eval_hamming"), _decontaminate, (
         Panel("eval_hamming", "pHash bits to nearest eval image, if ≤ measure.max_hamming", "int",
               ("max_hamming",)),
