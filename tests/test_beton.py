@@ -47,8 +47,9 @@ def test_undecodable_image_is_skipped_and_reported(converted):
 def test_table_describes_each_row(converted):
     out, _ = converted
     table = pd.read_parquet(out / "table.parquet")
-    assert list(table.columns) == ["row", "key", "caption", "source", "category", "meta_json"]
-    assert table["row"].tolist() == list(range(len(GOOD_KEYS)))
+    assert list(table.columns) == ["row", "key", "caption", "source", "category", "meta_json", "beton", "beton_row"]
+    assert table["row"].tolist() == table["beton_row"].tolist() == list(range(len(GOOD_KEYS)))
+    assert set(table["beton"]) == {"data.beton"}  # relative to the table's folder
     assert table["key"].tolist() == GOOD_KEYS
     by_key = table.set_index("key")
     assert by_key.loc["wide", "caption"] == "a long red bar"

@@ -97,9 +97,17 @@ def test_resume_after_kill_continues_from_finished_parts(dataset, direct_image_f
 
 
 def test_table_and_beton_must_agree(dataset, tmp_path):
-    pd.read_parquet(dataset[1]).iloc[:5].to_parquet(tmp_path / "short.parquet")
-    with pytest.raises(ValueError, match="holds 10 images"):
-        embed_images(dataset[0], tmp_path / "short.parquet", {"spec": "efficientnet-lite0"}, tmp_path / "img",
+    beton, table = dataset
+    # A table beside the .beton whose rows are one off the records: caught before anything is embedded.
+    shifted = pd.read_parquet(table).iloc[1:].assign(row=range(9), beton_row=range(9))
+    shifted.to_parquet(beton.parent / "shifted.parquet")
+    message = r"data.beton: records \[0, 8\] hold keys \['wide', 'flat'\].* says \['alpha', 'late'\]"
+    with pytest.raises(ValueError, match=message):
+        embed_images(beton, beton.parent / "shifted.parquet", {"spec": "efficientnet-lite0"}, tmp_path / "img",
+                     CPU_ONE_WORKER, progress=False)
+    # A table naming another .beton than the one given.
+    with pytest.raises(ValueError, match=r"names .*data.beton for rows 0..9, not one of the .betons given"):
+        embed_images(tmp_path / "other.beton", table, {"spec": "efficientnet-lite0"}, tmp_path / "img",
                      CPU_ONE_WORKER, progress=False)
 
 

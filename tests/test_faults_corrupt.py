@@ -114,12 +114,14 @@ def test_a_beton_cut_short_names_the_file(root, beton, capsys, tmp_path, fractio
     cut = tmp_path / "cut.beton"
     data = beton[0].read_bytes()
     cut.write_bytes(data[: int(len(data) * fraction)])
+    table = tmp_path / "cut.parquet"  # the good table, naming the cut file
+    pd.read_parquet(beton[1]).assign(beton=cut.name).to_parquet(table)
     settings = {**common(root), "embed": {"num_workers": 1, "device": "cpu", "parts": 1},
                 "encoder": {"spec": "efficientnet-lite0", "batch_size": 4, "path": None, "pooling": None,
                             "max_length": None, "prefix": "", "model_kwargs": {}, "precision": "auto",
                             "compile": False}}  # fmt: skip
     code, message = run_cli(capsys, "embed", "--settings", json.dumps(settings), "--encoder", "e", "--dataset", "d",
-                            "--beton", str(cut), "--table", str(beton[1]), "--out", str(tmp_path / "emb"))
+                            "--beton", str(cut), "--table", str(table), "--out", str(tmp_path / "emb"))
     assert code == 1 and f"{cut}: not a readable .beton" in message
     assert not (tmp_path / "emb").exists()
 

@@ -1,5 +1,6 @@
 # With embed.parts > 1 every dataset is split into that many contiguous row ranges, embedded by
-# separate jobs (one GPU each, or one SLURM job each), then gathered into one store.
+# separate jobs (one GPU each, or one SLURM job each), then gathered into one store. The pool's rows are those of
+# beton/pool.parquet, over its partition .betons: a part opens only the .betons its rows are in.
 EMBED_PARTS = config["embed"]["parts"]
 
 
@@ -25,13 +26,12 @@ if EMBED_PARTS == 1:
 
     rule embed:
         input:
-            beton=result("beton/{dataset}.beton"),
-            table=result("beton/{dataset}.parquet"),
+            unpack(embed_input),
             weights=encoder_weights,
         output:
             directory(result("embeddings/{dataset}/{encoder}")),
         params:
-            settings=settings("embed"),
+            argv=stage_argv("embed", embed_arguments),
         threads: config["embed"]["num_workers"]
         resources:
             gpu=1,
@@ -41,22 +41,28 @@ if EMBED_PARTS == 1:
             result("benchmarks/embed/{dataset}/{encoder}.tsv")
         conda:
             "../../envs/vlalign.yaml"
-        shell:
-            "vlalign embed --settings {params.settings:q} --encoder {wildcards.encoder:q} --dataset {wildcards.dataset:q}"
-            " --beton {input.beton:q} --table {input.table:q} --out {output:q} > {log:q} 2>&1"
+        script:
+            "../scripts/stage.py"
 
 else:
 
     rule embed_part:
         input:
-            beton=result("beton/{dataset}.beton"),
-            table=result("beton/{dataset}.parquet"),
+            unpack(embed_input),
             weights=encoder_weights,
         output:
             directory(result("embeddings/{dataset}/{encoder}.parts/{part}")),
         params:
-            settings=settings("embed"),
-            parts=EMBED_PARTS,
+            argv=stage_argv(
+                "embed",
+                lambda wildcards, input, output: [
+                    *embed_arguments(wildcards, input, output),
+                    "--part",
+                    wildcards.part,
+                    "--parts",
+                    EMBED_PARTS,
+                ],
+            ),
         threads: config["embed"]["num_workers"]
         resources:
             gpu=1,
@@ -66,10 +72,8 @@ else:
             result("benchmarks/embed/{dataset}/{encoder}.part{part}.tsv")
         conda:
             "../../envs/vlalign.yaml"
-        shell:
-            "vlalign embed --settings {params.settings:q} --encoder {wildcards.encoder:q} --dataset {wildcards.dataset:q}"
-            " --part {wildcards.part} --parts {params.parts} --beton {input.beton:q} --table {input.table:q}"
-            " --out {output:q} > {log:q} 2>&1"
+        script:
+            "../scripts/stage.py"
 
     rule gather_embeddings:
         input:

@@ -1,4 +1,4 @@
-"""`vlalign embed`: one frozen encoder's features of a dataset (images from the .beton, or captions)."""
+"""`vlalign embed`: one frozen encoder's features of a dataset (images from its .beton(s), or captions)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ def run(settings: dict, args) -> None:
         else:
             if not args.beton or args.caption_field:
                 raise ValueError(f"encoder {args.encoder!r} embeds images: --beton is required, --caption-field not")
-            tracked.log_inputs("embedding", args.beton, args.table)
             summary = embed_images(args.beton, args.table, encoder, args.out, settings["embed"], **scatter)
+            # The files this part read: of a pool's many partition .betons, only those its rows are in.
+            tracked.log_inputs("embedding", *summary.pop("betons"), args.table)
         meta = json.loads((Path(args.out) / "meta.json").read_text())
         # What was really run (resolved precision, preprocessing), next to the configured settings.
         tracked.log_params({f"resolved.{k}": v for k, v in meta.items() if k not in ("parts", "count", "dim")})
@@ -38,11 +39,11 @@ def run(settings: dict, args) -> None:
 
 
 STAGE = Stage(
-    "embed", "frozen-encoder embeddings of a dataset (images from the .beton, or captions)", run,
+    "embed", "frozen-encoder embeddings of a dataset (images from its .beton(s), or captions)", run,
     arguments=(
         arg("--encoder", required=True, help="encoder alias (a key of `encoders`)"),
         arg("--dataset", required=True, help="dataset name, for tracking"),
-        arg("--beton", help="the images (image encoders only)"),
+        arg("--beton", nargs="+", help="the .beton(s) the table names (image encoders only)"),
         arg("--caption-field", help="embed this extra caption set of the samples' metadata instead"),
         arg("--table", required=True),
         arg("--out", required=True),

@@ -1,8 +1,9 @@
-"""Frozen-encoder features of a .beton's images or a table's captions into an embedding store, resumable.
+"""Frozen-encoder features of a dataset's images (one .beton, or the pool's partition .betons read as one) or a
+table's captions into an embedding store, resumable; the store's rows are the table's.
 
 A dataset can be split into `parts` contiguous row ranges (`part_rows`) that separate jobs embed
-in parallel (N GPUs, N SLURM jobs); `vlalign.store.embeddings.gather_embeddings` joins them into
-the store one pass would have written.
+in parallel (N GPUs, N SLURM jobs), each opening only the .betons its rows are in;
+`vlalign.store.embeddings.gather_embeddings` joins them into the store one pass would have written.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from vlalign.devices import resolve_device
 from vlalign.encoders import create_encoder, encoder_options
 from vlalign.progress import Progress
 from vlalign.schema import complete
-from vlalign.store.beton import image_loader
+from vlalign.store.beton import dataset_loader, read_texts
 from vlalign.store.embeddings import EmbeddingWriter
+from vlalign.store.tables import BetonRows, beton_rows, count_rows
 
 
 def part_rows(count: int, part: int, parts: int) -> tuple[int, int]:
@@ -78,33 +80,49 @@ def _summary(writer: EmbeddingWriter, resumed_from: int, started: float, first_b
     return summary
 
 
-def embed_images(beton_path, table_path, encoder: dict, out_dir: str | os.PathLike, embed: dict | None = None,
+def embed_images(betons, table_path, encoder: dict, out_dir: str | os.PathLike, embed: dict | None = None,
                  part: int = 0, parts: int = 1, progress: bool = True, rows_per_part: int = 65536) -> dict:
-    """Image features of the .beton's rows (all, or part `part` of `parts`) into an embedding store.
+    """Image features of the table's rows (all, or part `part` of `parts`) into an embedding store.
 
-    `encoder` is a config entry of `encoders` ({"spec": ..., "batch_size": ..., ...}), `embed` the `embed`
-    settings (loader workers, device); keys left out take the schema's defaults. Decoding, cropping and
+    `betons` is the .beton, or the list of .betons, holding the rows, where the table says (its `beton` and
+    `beton_row`). `encoder` is a config entry of `encoders` ({"spec": ..., "batch_size": ..., ...}), `embed` the
+    `embed` settings (loader workers, device); keys left out take the schema's defaults. Decoding, cropping and
     resizing run in ffcv's loader workers; normalisation, precision and memory layout are the encoder's,
-    on the device.
+    on the device. The summary's `betons` lists the files read.
     """
     started = time.perf_counter()
+    betons = [Path(betons)] if isinstance(betons, (str, os.PathLike)) else [Path(b) for b in betons]
     encoder, batch_size, embed = _load_encoder(encoder, embed, part)
-    keys = _read_table(table_path, ["key"])["key"].to_numpy()
-    writer, start, stop = _open_writer(out_dir, encoder, beton_path, table_path, len(keys), part, parts,
+    source = str(betons[0]) if len(betons) == 1 else f"{len(betons)} .betons of {table_path}"
+    writer, start, stop = _open_writer(out_dir, encoder, source, table_path, count_rows(table_path), part, parts,
                                        rows_per_part)  # fmt: skip
     done = writer.rows_done
-    first_batch = None
+    first_batch, runs = None, []
     if start + done < stop:
-        loader = image_loader(
-            Path(beton_path), encoder.image_size, batch_size, embed["num_workers"], device=str(encoder.device),
-            indices=np.arange(start + done, stop), crop_ratio=encoder.crop_ratio,
-        )
-        if loader.reader.num_samples != len(keys):
-            raise ValueError(f"{beton_path} holds {loader.reader.num_samples} images, {table_path} {len(keys)} rows")
+        runs, keys = beton_rows(table_path, start + done, stop)
+        _check_runs(runs, keys, betons, table_path)
+        loader = dataset_loader(runs, encoder.image_size, batch_size, embed["num_workers"],
+                                device=str(encoder.device), crop_ratio=encoder.crop_ratio)  # fmt: skip
         bar = Progress(f"embed {encoder.spec}", total=stop - start, unit="images", enabled=progress, initial=done)
         first_batch = _embed_batches(encoder, loader, keys, writer, start + done, bar)
         bar.close()
-    return _summary(writer, done, started, first_batch)
+    return {**_summary(writer, done, started, first_batch), "betons": [str(run.path) for run in runs]}
+
+
+def _check_runs(runs: list[BetonRows], keys: np.ndarray, betons: list[Path], table_path) -> None:
+    """Each file the table names is one of `betons`, and its first and last records hold the keys the table
+    gives them: a table that does not describe these files fails here, not as mislabelled embeddings."""
+    given = {beton.resolve() for beton in betons}
+    offset = runs[0].start
+    for run in runs:
+        if run.path.resolve() not in given:
+            raise ValueError(f"{table_path} names {run.path} for rows {run.start}..{run.stop - 1}, not one of "
+                             f"the .betons given ({', '.join(map(str, betons[:3]))}, ...)")  # fmt: skip
+        ends = [run.first, run.first + run.stop - run.start - 1]
+        stored = [text["key"] for text in read_texts(run.path, ends)]
+        expected = keys[[run.start - offset, run.stop - 1 - offset]].tolist()
+        if stored != expected:
+            raise ValueError(f"{run.path}: records {ends} hold keys {stored}, {table_path} says {expected}")
 
 
 def _start_copy(features: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
@@ -121,7 +139,8 @@ def _start_copy(features: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event 
 
 def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, first: int,
                    bar: Progress) -> tuple[float, int] | None:
-    """Features of every batch into the writer; returns (time, rows) when the first batch was encoded."""
+    """Features of every batch into the writer (`keys` those of the rows from `first` on); returns (time, rows)
+    when the first batch was encoded."""
     expected = first
     in_flight = []  # (host features, copy event, rows): written one batch late so the GPU never waits
     first_batch = None
@@ -130,16 +149,15 @@ def _embed_batches(encoder, loader, keys: np.ndarray, writer: EmbeddingWriter, f
         host, event, rows = in_flight.pop(0)
         if event is not None:
             event.synchronize()
-        writer.append(host.numpy(), keys[rows].tolist())
+        writer.append(host.numpy(), keys[rows - first].tolist())
         bar.update(len(rows))
 
     for images, rows in loader:
-        rows = rows.view(-1).numpy()  # the row pipeline stays on the CPU: reading it never syncs
         # The loader must hand rows back in order, or keys and features would drift apart.
         if not np.array_equal(rows, np.arange(expected, expected + len(rows))):
-            raise ValueError(f"{loader.reader.file_name}: rows out of order at {expected} (got {rows[:4]}...)")
+            raise ValueError(f"rows out of order at {expected} (got {rows[:4]}...)")
         expected += len(rows)
-        in_flight.append((*_start_copy(encoder(images)), rows.copy()))
+        in_flight.append((*_start_copy(encoder(images)), rows))
         first_batch = first_batch or (time.perf_counter(), len(rows))
         if len(in_flight) > 1:
             write_oldest()

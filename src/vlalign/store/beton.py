@@ -1,7 +1,8 @@
 """FFCV `.beton` of the images (square, padded on white) plus a parquet table of everything else.
 
 The .beton holds `image`, `row` and `text` (JSON: key and caption); row r of the table (key,
-caption, source, category, the sample's full json) describes the record stored with row r.
+caption, source, category, the sample's full json; see `vlalign.store.tables`) describes the record
+stored with row r. Several .betons (the pool's partitions) are read as one dataset by `dataset_loader`.
 
 ffcv's DatasetWriter waits forever on a worker that raised, so images are decoded once up
 front: undecodable ones are skipped and reported, and only the good ones reach ffcv.
@@ -25,6 +26,7 @@ from vlalign.data.shards import Sample, iter_samples, shard_paths
 from vlalign.io import atomic_path, remove_leftovers
 from vlalign.parallel import batched, process_map
 from vlalign.schema import complete
+from vlalign.store.tables import BetonRows, write_table
 
 WHITE = (255, 255, 255)
 
@@ -78,12 +80,16 @@ def _page_size(max_resolution: int) -> int:
     return 1 << (needed - 1).bit_length()
 
 
-def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path, **convert) -> dict:
+def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path, allow_empty: bool = False,
+                **convert) -> dict:
     """Write the decodable images of the shards to `beton_path` and their table to `table_path`.
 
     `convert` are the keys of the config's `convert` (max_resolution, write_mode "jpg" (compact) or "raw"
     (lossless pixels, larger), jpeg_quality, num_workers), the others taking the schema's defaults.
     Returns {"written": n, "skipped": [{"key", "reason"}]}. Both outputs appear only on success.
+    No decodable image is an error unless `allow_empty` (a download partition whose rows all failed): then the
+    table has no row and the .beton is an empty file, since ffcv cannot write a .beton of no samples; no
+    table row names it, so no reader opens it.
     """
     from ffcv.fields import IntField, JSONField, RGBImageField
     from ffcv.writer import DatasetWriter
@@ -101,7 +107,7 @@ def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path, *
         offsets = [0]
         samples = (
             (sample, Path(folder).name)
-            for folder in shard_folders for sample in iter_samples(shard_paths(folder))
+            for folder in shard_folders for sample in iter_samples(shard_paths(folder, allow_empty=True))
         )
         pending: deque = deque()  # the batches in the workers, in order: their results come back in that order
 
@@ -123,7 +129,7 @@ def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path, *
                 out.write(sample.image)
                 offsets.append(offsets[-1] + len(sample.image))
                 rows.append(_table_row(len(rows), sample, source))
-        if not rows:
+        if not rows and not allow_empty:
             raise ValueError(f"no decodable images in {[str(f) for f in shard_folders]}")
 
         failures = multiprocessing.Value("i", 0)
@@ -137,10 +143,11 @@ def write_beton(shard_folders: list[Path], beton_path: Path, table_path: Path, *
         }
         # Both land together: the table is renamed right after the .beton, never before it.
         with atomic_path(table_path) as table_tmp, atomic_path(beton_path) as beton_tmp:
-            pd.DataFrame(rows).to_parquet(table_tmp, index=False)
-            writer = DatasetWriter(str(beton_tmp), fields, page_size=_page_size(max_resolution),
-                                   num_workers=num_workers)
-            writer.from_indexed_dataset(dataset)
+            write_table(rows, table_tmp, beton_path)
+            if rows:  # else the temporary file stays empty
+                writer = DatasetWriter(str(beton_tmp), fields, page_size=_page_size(max_resolution),
+                                       num_workers=num_workers)
+                writer.from_indexed_dataset(dataset)
             if failures.value:
                 raise OSError(f"{beton_path}: {failures.value} images failed when re-read from {spill}")
     return {"written": len(rows), "skipped": skipped}
@@ -166,8 +173,9 @@ def _field_metadata(reader, name: str) -> np.ndarray:
 FIELDS = ("image", "row", "text")
 
 
-def _check_beton(path: Path) -> None:
-    """Structural check, so a truncated or foreign file fails here naming it, not deep in ffcv."""
+def _check_beton(path: Path):
+    """Structural check, so a truncated or foreign file fails here naming it, not deep in ffcv; returns its
+    ffcv Reader."""
     from ffcv.reader import Reader
 
     try:
@@ -186,6 +194,7 @@ def _check_beton(path: Path) -> None:
         problems.append("image data runs past the data region")
     if problems:
         raise ValueError(f"{path}: damaged .beton: {'; '.join(problems)}")
+    return reader
 
 
 def image_loader(beton_path: Path, image_size: int, batch_size: int, num_workers: int,
@@ -222,12 +231,52 @@ def image_loader(beton_path: Path, image_size: int, batch_size: int, num_workers
     )
 
 
-def read_texts(beton_path: Path) -> list[dict]:
-    """The `text` records (key, caption) of every row, read back from the file itself."""
-    from ffcv.reader import Reader
+def dataset_loader(runs: list[BetonRows], image_size: int, batch_size: int, num_workers: int, device: str = "cpu",
+                   crop_ratio: float = 1.0):
+    """Batches (uint8 NCHW images, int64 numpy dataset rows) of the rows in `runs`, their .betons read one after
+    another as one dataset, each opened only when reached (`image_loader` over each, so the same images).
 
-    reader = Reader(str(beton_path))
+    Every batch is full but the last: a file's short last batch is completed from the next file, so an encoder
+    compiled for one batch shape meets no other. Consume each batch before asking for the next.
+    """
+    batches = (
+        (images, rows.view(-1).numpy() - run.first + run.start)
+        for run in runs
+        for images, rows in image_loader(run.path, image_size, batch_size, num_workers, device=device,
+                                         indices=run.indices(), crop_ratio=crop_ratio)
+    )  # fmt: skip
+    return _full_batches(batches, batch_size)
+
+
+def _full_batches(batches, batch_size: int):
+    """`batches` re-cut to `batch_size` rows; a full batch with nothing held back passes through uncopied."""
+    import torch
+
+    held = None  # rows short of a batch, copied: ffcv reuses the buffers they came in
+    for images, rows in batches:
+        if held is not None:
+            images, rows = torch.cat([held[0], images]), np.concatenate([held[1], rows])
+            held = None
+        elif len(rows) < batch_size:
+            held = (images.clone(), rows.copy())
+            continue
+        while len(rows) >= batch_size:
+            yield images[:batch_size], rows[:batch_size]
+            images, rows = images[batch_size:], rows[batch_size:]
+        if len(rows):
+            held = (images, rows)  # the rest of a concatenation: memory of our own
+    if held is not None:
+        yield held
+
+
+def read_texts(beton_path: Path, records=slice(None)) -> list[dict]:
+    """The `text` records (key, caption) of every record, or of `records`, read back from the file itself."""
+    reader = _check_beton(beton_path)
     pointers = _field_metadata(reader, "text")
+    try:
+        pointers = pointers[records]
+    except IndexError:
+        raise ValueError(f"{beton_path}: holds {reader.num_samples} records, asked for {records}") from None
     data = np.memmap(beton_path, dtype=np.uint8, mode="r")
     return [json.loads(bytes(data[p : p + n]).split(b"\0", 1)[0]) for p, n in zip(pointers["ptr"], pointers["size"])]
 
@@ -237,6 +286,8 @@ def verify_beton(beton_path: Path, table_path: Path, num_workers: int, image_siz
     them against the table: same count, rows in order, same keys and captions."""
     beton_path = Path(beton_path)
     table = pd.read_parquet(table_path, columns=["row", "key", "caption"])
+    if table.empty and beton_path.stat().st_size == 0:  # a partition without images (see write_beton)
+        return {"verified": 0}
     decoded = 0
     expected_row = 0
     for images, rows in image_loader(beton_path, image_size, 256, num_workers):
