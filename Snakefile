@@ -25,6 +25,7 @@ localrules:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/curate.smk"
+include: "workflow/rules/semdedup.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/negatives.smk"
@@ -37,6 +38,7 @@ include: "workflow/rules/report.smk"
 rule all:
     input:
         result("report/summary.md"),
+        curated_shards(),
 
 
 from vlalign.tracking import end_workflow_run, start_workflow_run

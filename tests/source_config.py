@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 from vlalign.config import load_schema
 from vlalign.data.shards import iter_samples, shard_paths
@@ -25,3 +27,13 @@ def shard_contents(out) -> dict:
     """Every sample of a download's train and eval shards, in order: what two runs must agree on."""
     return {split: [(s.key, s.image, s.caption, s.meta) for s in iter_samples(shard_paths(out / split))]
             for split in ("train", "eval") if (out / split).exists()}  # fmt: skip
+
+
+def stored_rows(store) -> list[int]:
+    """The input rows of every chunk a url_list's outcome store holds finished (see data/outcome_store.py)."""
+    records = [json.loads(p.read_text()) for p in Path(store).glob("*/*/record.json")]
+    return sorted(i for record in records for i in range(*record["rows"]))
+
+
+def stored_chunks(store) -> int:
+    return len(list(Path(store).glob("*/*/record.json")))

@@ -8,7 +8,7 @@ from curate_fixtures import EVAL, POOL, write_shards
 
 from vlalign.curate import language, ocr
 from vlalign.curate.decide import decide
-from vlalign.curate.measure import measure_pool
+from vlalign.curate.measure import measure_pool, measure_samples, measure_set
 
 ALL_FILTERS = [{"name": n} for n in ("caption", "language", "image", "dedup", "decontaminate", "text_spotting")]
 
@@ -125,3 +125,20 @@ def test_missing_bundled_models_fail_clearly_instead_of_downloading(monkeypatch,
     monkeypatch.setattr(rapidocr, "__file__", str(tmp_path / "rapidocr" / "__init__.py"))
     with pytest.raises(RuntimeError, match="refusing to let rapidocr download"):
         ocr.bundled_ocr_models()
+
+
+def test_a_pool_measured_in_partitions_equals_the_pool_measured_at_once(folders, tmp_path):
+    """Each partition measured alone, then the pool's comparisons over all of them (issue 16): the same table,
+    an empty partition (all its rows failed) included."""
+    pool, evaluation = folders
+    keys = list(POOL)
+    halves = [write_shards(tmp_path / "a", {k: POOL[k] for k in keys[:5]}, "web"),
+              write_shards(tmp_path / "b", {k: POOL[k] for k in keys[5:]}, "web"), tmp_path / "empty"]  # fmt: skip
+    settings = {"ocr": "survivors", "workers": 1, "filters": [{"name": "caption"}, {"name": "dedup"}]}
+    tables = [measure_samples([folder], settings, progress=False) for folder in halves]
+    assert len(tables[2]) == 0
+    partitioned = measure_set(tables, halves, [evaluation], settings, progress=False)
+    whole = measure_pool([pool], [evaluation], settings, progress=False)
+    timing = ["ocr_seconds"]
+    pd.testing.assert_frame_equal(partitioned.drop(columns=timing), whole.drop(columns=timing))
+    assert set(partitioned.attrs["seconds"]) == set(whole.attrs["seconds"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from source_config import shard_contents, source_config
+from source_config import shard_contents, source_config, stored_chunks, stored_rows
 
 from vlalign.data import url_download
 from vlalign.data.download import run_download
@@ -32,9 +31,8 @@ def write_list(server: ImageServer, path: Path, n: int = 20, query: str = "") ->
 
 
 
-def finished_chunk_paths(work: Path, paths: list[str]) -> list[str]:
-    rows = [json.loads(p.read_text())["rows"] for p in sorted((work / "chunks").glob("*.json"))]
-    return [paths[i] for start, stop in rows for i in range(start, stop)]
+def finished_chunk_paths(store: Path, paths: list[str]) -> list[str]:
+    return [paths[i] for i in stored_rows(store)]
 
 
 def test_resume_after_a_crash_and_a_cut_shard(server, tmp_path, monkeypatch):
@@ -58,15 +56,14 @@ def test_resume_after_a_crash_and_a_cut_shard(server, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="injected crash"):
         run_download("web", source, out, None, CHUNK)
     monkeypatch.setattr(url_download._ChunkWriter, "finish", finish)
-    work = work_dir(out)
-    assert not out.exists() and len(list((work / "chunks").glob("*.json"))) == 3
-    done_before = finished_chunk_paths(work, paths)
+    store = work_dir(out, "store")
+    assert not out.exists() and stored_chunks(store) == 3
+    done_before = finished_chunk_paths(store, paths)
 
     # A finished shard cut short afterwards (a bad copy): only its chunk is fetched again.
-    cut = sorted((work / "train").glob("shard-*.tar"))[-1]
+    cut = sorted(store.glob("*/*/train.tar"))[-1]
     cut.write_bytes(cut.read_bytes()[:1000])
-    cut_chunk = int(cut.stem.split("-")[1])
-    cut_rows = set(range(cut_chunk * CHUNK, (cut_chunk + 1) * CHUNK))
+    cut_rows = set(range(*json.loads((cut.parent / "record.json").read_text())["rows"]))
 
     summary = run_download("web", source, out, None, CHUNK)
     # Rows of unfinished chunks may have been fetched before the crash too (fetching runs ahead of writing).
@@ -79,22 +76,22 @@ def test_resume_after_a_crash_and_a_cut_shard(server, tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(manifest, whole)
     assert shard_contents(out) == shard_contents(tmp_path / "whole")
     assert summary["items"] == 20 and summary["ok"] == 16 and summary["error.http_404"] == 4
-    assert not work.exists()
+    assert summary["linked_chunks"] == 2 and not list(out.glob("tmp"))
 
 
-def test_changed_input_refetches_only_changed_chunks(server, tmp_path):
+def test_a_changed_row_is_the_only_one_fetched_again(server, tmp_path):
     paths = write_list(server, tmp_path / "urls.parquet", n=9)
     source = source_config("url_list", path=str(tmp_path / "urls.parquet"), threads=2, retries=0)
     out = tmp_path / "web"
-    # A finished run's work folder is its output; put it back as an interrupted run would have left it.
     run_download("web", source, out, None, CHUNK)
-    os.replace(out, work_dir(out))
     table = pd.read_parquet(tmp_path / "urls.parquet")
-    table.loc[7, "caption"] = "a new caption"
+    table.loc[7, "caption"] = "a new caption"  # a new key: its row's content changed
     table.to_parquet(tmp_path / "urls.parquet")
     server.hits.clear()
-    run_download("web", source, out, None, CHUNK)
-    assert sum(server.hits.values()) == 3 and all(server.hits[p] == 1 for p in paths[6:9])
+    summary = run_download("web", source, out, None, CHUNK)
+    # Its chunk's other rows are copied from the store by key, the other chunks linked whole.
+    assert dict(server.hits) == {paths[7]: 1}
+    assert (summary["linked_chunks"], summary["reused"], summary["fetched"]) == (2, 2, 1)
     assert pd.read_parquet(out / "manifest.parquet").loc[7, "caption"] == "a new caption"
 
 
@@ -103,19 +100,19 @@ def test_resume_after_the_process_is_killed(server, tmp_path):
     paths = write_list(server, tmp_path / "urls.parquet", n=16, query="?delay=0.1")
     source = source_config("url_list", path=str(tmp_path / "urls.parquet"), threads=1, retries=0)
     out = tmp_path / "web"
-    work = work_dir(out)
+    store = work_dir(out, "store")
     script = ("import json, sys; from vlalign.data.download import run_download; "
               "run_download('web', json.loads(sys.argv[1]), sys.argv[2], None, 2)")  # fmt: skip
     child = subprocess.Popen([sys.executable, "-c", script, json.dumps(source), str(out)], stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 30
-        while len(list(work.glob("chunks/*.json"))) < 2 and child.poll() is None and time.time() < deadline:
+        while stored_chunks(store) < 2 and child.poll() is None and time.time() < deadline:
             time.sleep(0.02)
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(timeout=10)
     assert child.returncode == -signal.SIGKILL and not out.exists()
-    done_before = finished_chunk_paths(work, paths)
+    done_before = finished_chunk_paths(store, paths)
     assert 2 <= len(done_before) < 16
 
     run_download("web", {**source, "threads": 4}, out, None, 2)

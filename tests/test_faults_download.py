@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from source_config import shard_contents, source_config
+from source_config import shard_contents, source_config, stored_chunks, stored_rows
 
 from vlalign.data.images import decode_rgb
 from vlalign.data.download import run_download
@@ -54,11 +54,6 @@ def faulty_source(path: Path) -> dict:
     return source_config("url_list", path=str(path), timeout_s=1, retries=1, threads=32, eval_fraction=0.2)
 
 
-def finished_rows(work: Path) -> list[int]:
-    ranges = [json.loads(p.read_text())["rows"] for p in (work / "chunks").glob("*.json")]
-    return [i for start, stop in ranges for i in range(start, stop)]
-
-
 def test_a_third_of_1002_urls_misbehave_and_a_killed_download_ends_the_same(server, tmp_path):
     table, expected = url_rows(server)
     table.to_parquet(tmp_path / "urls.parquet")
@@ -85,29 +80,30 @@ def test_a_third_of_1002_urls_misbehave_and_a_killed_download_ends_the_same(serv
 
     # The same download killed (SIGKILL) after some chunks are finished, then run again.
     out = tmp_path / "web"
-    work = work_dir(out)
+    store = work_dir(out, "store")
     script = ("import json, sys; from vlalign.data.download import run_download; "
               f"run_download('web', json.loads(sys.argv[1]), sys.argv[2], None, {CHUNK})")  # fmt: skip
     child = subprocess.Popen([sys.executable, "-c", script, json.dumps(source), str(out)],
                              stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.time() + 120
-        while len(list(work.glob("chunks/*.json"))) < 3 and child.poll() is None and time.time() < deadline:
+        while stored_chunks(store) < 3 and child.poll() is None and time.time() < deadline:
             time.sleep(0.01)
         assert child.poll() is None, "the download ended before it could be killed"
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL and not out.exists()
-    done_before = finished_rows(work)
+    done_before, done_chunks = stored_rows(store), stored_chunks(store)
     assert CHUNK * 3 <= len(done_before) < ROWS
 
     server.requests.clear()
     resumed = run_download("web", source, out, None, CHUNK)
-    assert resumed == {**summary, "seconds": resumed["seconds"]}
+    counts = ("seconds", "linked_chunks", "reused", "fetched", "retried", "recovered")
+    assert {k: v for k, v in resumed.items() if k not in counts} == {k: v for k, v in summary.items() if k not in counts}
+    assert resumed["linked_chunks"] == done_chunks  # taken whole from the store, not fetched again
     pd.testing.assert_frame_equal(pd.read_parquet(out / "manifest.parquet"), manifest)
     assert shard_contents(out) == shard_contents(whole)
-    assert not work.exists()
     # Finished chunks were not fetched again; every row of the others was.
     urls = table["url"].str.removeprefix(server.base)
     assert all(server.requests[urls[i]] == 0 for i in done_before)

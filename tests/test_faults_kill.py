@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from source_config import LOOPBACK, shard_contents
+from source_config import LOOPBACK, shard_contents, stored_chunks
 from train_fixtures import write_pair_stores
 
 from vlalign.align.checkpoint import load_checkpoint
@@ -92,7 +92,7 @@ EMBED = {
 
 def _embed(kind: str, beton, out: Path) -> dict:
     function, options = EMBED[kind]
-    inputs = {"beton_path": beton[0], "table_path": beton[1]} if kind == "images" else {"table_path": beton[1]}
+    inputs = {"betons": beton[0], "table_path": beton[1]} if kind == "images" else {"table_path": beton[1]}
     run = embed_images if kind == "images" else embed_texts
     return run(**inputs, out_dir=out, progress=False, **options)
 
@@ -207,13 +207,14 @@ def test_snakemake_download_killed_then_rerun_ends_as_an_uninterrupted_run(serve
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--cores", "1", "results/demo/download/web"]
-    out = tmp_path / "results" / "demo" / "download" / "web"
-    work = work_dir(out)
+    command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--cores", "1",
+               "results/demo/download/web/part-0000"]  # fmt: skip
+    out = tmp_path / "results" / "demo" / "download" / "web" / "part-0000"
+    store = out.parent / "store"
 
     child = spawn(command, cwd=tmp_path, env=env)
-    kill_when(child, lambda: len(list(work.glob("chunks/*.json"))) >= 2, "snakemake")
-    done = {p.name for p in work.glob("chunks/*.json")}
+    kill_when(child, lambda: stored_chunks(store) >= 2, "snakemake")
+    done = stored_chunks(store)
     assert not out.exists()
 
     # Snakemake's lock outlives a SIGKILL; `--unlock` is its documented way out (nothing else is touched).
@@ -222,10 +223,10 @@ def test_snakemake_download_killed_then_rerun_ends_as_an_uninterrupted_run(serve
     server.requests.clear()
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    log = (tmp_path / "results" / "demo" / "logs" / "download" / "web.log").read_text()
-    assert f"resuming, {len(done)} of 10 chunks already finished" in log
+    log = (tmp_path / "results" / "demo" / "logs" / "download" / "web.part-0000.log").read_text()
+    assert f"{done} of 10 chunks taken whole from the store" in log
     refetched = [i for i in range(len(urls)) if server.requests[urls[i].removeprefix(server.base)]]
-    assert len(refetched) <= 40 - 4 * len(done)
+    assert len(refetched) <= 40 - 4 * done
 
     source = validate_config(config)["sources"]["web"]
     run_download("web", source, tmp_path / "whole", None, 4)

@@ -41,7 +41,7 @@ def server():
     with_server.stop()
 
 
-def test_download_measure_and_select_run_without_torch(server, tmp_path, monkeypatch):
+def test_index_download_measure_and_select_run_without_torch(server, tmp_path, monkeypatch):
     urls = [server.url(f"/jpg/s{i}") for i in range(24)] + [server.url("/status/404")]
     pd.DataFrame({"url": urls, "caption": [f"a red square number {i}" for i in range(25)]}).to_parquet(
         tmp_path / "urls.parquet")
@@ -58,13 +58,19 @@ def test_download_measure_and_select_run_without_torch(server, tmp_path, monkeyp
     def settings(stage: str, **wildcards: str) -> tuple[str, str]:  # what the Snakemake rule passes
         return "--settings", stage_settings_json(config, stage, **wildcards)
 
-    downloaded = run_stage("download", *settings("download", source="web"), "--source", "web", "--out", "download/web",
-                           cwd=tmp_path)  # fmt: skip
-    measured = run_stage("measure", *settings("measure"), "--inputs", "download/web/train", "--out",
-                         "measurements.parquet", cwd=tmp_path)  # fmt: skip
+    indexed = run_stage("index-urls", *settings("index_urls", source="web"), "--source", "web", "--store",
+                        "download/web/store", "--out", "download/web/index", cwd=tmp_path)  # fmt: skip
+    downloaded = run_stage("download", *settings("download", source="web"), "--source", "web", "--partition", "0",
+                           "--index", "download/web/index", "--store", "download/web/store", "--out",
+                           "download/web/part-0000", cwd=tmp_path)  # fmt: skip
+    sampled = run_stage("measure-samples", *settings("measure_samples"), "--source", "web", "--partition", "0000",
+                        "--inputs", "download/web/part-0000/train", "--out", "measured.parquet", cwd=tmp_path)
+    measured = run_stage("measure", *settings("measure"), "--partitions", "measured.parquet", "--inputs",
+                         "download/web/part-0000/train", "--out", "measurements.parquet", cwd=tmp_path)  # fmt: skip
     selected = run_stage("select", *settings("select", pool="basic"), "--pool", "basic", "--measurements",
-                         "measurements.parquet", "--inputs", "download/web/train", "--out", "pool/basic",
+                         "measurements.parquet", "--inputs", "download/web/part-0000/train", "--out", "pool/basic",
                          cwd=tmp_path)  # fmt: skip
-    assert not downloaded["torch"] and not measured["torch"] and not selected["torch"]
-    assert pd.read_parquet(tmp_path / "download" / "web" / "manifest.parquet")["status"].eq("ok").sum() == 24
+    assert not any(stage["torch"] for stage in (indexed, downloaded, sampled, measured, selected))
+    manifest = pd.read_parquet(tmp_path / "download" / "web" / "part-0000" / "manifest.parquet")
+    assert manifest["status"].eq("ok").sum() == 24
     assert (tmp_path / "pool" / "basic" / "decisions.parquet").exists()

@@ -24,7 +24,7 @@ def write_stand_ins(config: dict, root: Path) -> None:
     for name, source in config["sources"].items():
         kind = source["type"]
         if kind == "url_list":
-            path = root / source["path"]
+            path = root / source["path"].replace("*", "0")  # a glob's stand-in: one shard it matches
             path.parent.mkdir(parents=True, exist_ok=True)
             columns = {source.get("url_col", "url"): [f"http://127.0.0.1:9/{name}/{i}.jpg" for i in range(3)],
                        source.get("caption_col", "caption"): [f"a photo number {i}" for i in range(3)],
@@ -69,7 +69,8 @@ def test_real_data_config_dry_runs_clean_in_its_own_folder(name, tmp_path, monke
     experiment = full["experiment"]
     assert experiment == path.stem
     counts = job_counts(result.stdout)
-    assert counts["download"] == len(config["sources"])
+    assert counts["download"] == sum(full["sources"][s]["partitions"] for s in config["sources"])
+    assert counts["index_urls"] == sum(s["type"] == "url_list" for s in config["sources"].values())
     assert counts["train"] == len(full["train"]["runs"]) and counts["evaluate"] == len(full["train"]["runs"])
     assert counts["select"] == len(full["curate"]["pools"])
     outputs = planned_outputs(result.stdout)
@@ -105,8 +106,10 @@ def test_own_config_plans_exactly_its_own_jobs_and_leaves_the_demo_alone(tmp_pat
     result = snakemake("-n", "-p", "--configfile", str(path), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # pool and eval split of one source; two towers on each; the schema's one pool and one run.
-    assert job_counts(result.stdout) == {"download": 1, "measure": 1, "select": 1, "convert": 2, "embed": 4,
-                                         "train": 1, "evaluate": 1, "report": 1, "all": 1, "total": 13}  # fmt: skip
+    assert job_counts(result.stdout) == {"index_urls": 1, "download": 1, "measure_samples": 1, "measure": 1,
+                                         "select": 1, "curated_shards": 1, "convert": 1, "convert_partition": 1,
+                                         "gather_pool_table": 1, "embed": 4, "train": 1, "evaluate": 1, "report": 1,
+                                         "all": 1, "total": 17}  # fmt: skip
     outputs = planned_outputs(result.stdout)
     assert all(p.startswith("results/my/") for p in outputs), outputs
     assert not any(source in result.stdout for source in DEMO_SOURCES)
@@ -114,7 +117,7 @@ def test_own_config_plans_exactly_its_own_jobs_and_leaves_the_demo_alone(tmp_pat
     # Without --configfile the same folder plans the demo, in its own experiment folder beside `my`.
     demo = snakemake("-n", "-p", cwd=tmp_path)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    assert job_counts(demo.stdout)["total"] == 50
+    assert job_counts(demo.stdout)["total"] == 63
     assert all(p.startswith("results/demo/") for p in planned_outputs(demo.stdout))
 
 

@@ -22,7 +22,8 @@ from vlalign.plan.architectures import build_architecture
 from vlalign.plan.assumptions import Assumptions
 from vlalign.plan.flops import encoder_flops, training_flops
 from vlalign.plan.gpus import find_gpu
-from vlalign.plan.items import count_source, table_rows
+from vlalign.data.url_table import UrlTable
+from vlalign.plan.items import count_source
 from vlalign.plan.memory import LiveTensors, training_step_memory
 from vlalign.plan.step import TrainingStep
 from vlalign.schema import complete
@@ -81,8 +82,8 @@ def test_url_list_rows_are_counted_without_loading_the_table(tmp_path):
     # A quoted caption spanning lines is one row, as the download reads it.
     captions = ["two\nlines"] + ["one line"] * 6
     pd.DataFrame({"url": urls[:7], "caption": captions}).to_csv(tmp_path / "urls.csv", index=False)
-    assert table_rows(tmp_path / "urls.parquet", "url") == 1234
-    assert table_rows(tmp_path / "urls.csv", "url") == 7
+    assert UrlTable(str(tmp_path / "urls.parquet"), "url", "caption").count_rows() == 1234
+    assert UrlTable(str(tmp_path / "urls.csv"), "url", "caption").count_rows() == 7
     config = validate_config({
         "results_dir": str(tmp_path / "results"),
         "sources": {"web": {"type": "url_list", "path": str(tmp_path / "urls.parquet"), "eval_fraction": 0.25,

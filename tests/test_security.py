@@ -104,6 +104,7 @@ def test_no_source_file_unpickles_or_runs_a_shell():
 # Placeholders that may stand unquoted in a shell command: numbers the workflow itself makes.
 UNQUOTED_OK = {
     "wildcards.part",  # constrained to \d+ in common.smk
+    "wildcards.partition",  # constrained to \d{4} in common.smk
     "params.parts",  # embed.parts, a validated integer
     "params.launcher",  # "vlalign", or torchrun with train.gpus, a validated integer
 }

@@ -42,9 +42,11 @@ def test_demo_dag_dry_run(tmp_path):
     assert not (tmp_path / "results").exists()  # a dry run writes nothing, MLflow's store included
     # The probing matrix (3 vision x 2 text encoders) adds embeddings of the pool, the retrieval split and, for
     # the vision encoders, the zero-shot sets; each store is embedded once for every cell and run.
-    assert job_counts(result.stdout) == {"download": 4, "measure": 1, "select": 4, "score_alignment": 1, "convert": 4,
-                                         "embed": 16, "train": 4, "probe": 6, "vision_probe": 3, "probe_matrix": 1,
-                                         "evaluate": 4, "report": 1, "all": 1, "total": 50}  # fmt: skip
+    assert job_counts(result.stdout) == {"download": 4, "measure_samples": 2, "measure": 1, "select": 4,
+                                         "curated_shards": 8, "score_alignment": 1, "convert": 3,
+                                         "convert_partition": 2, "gather_pool_table": 1, "semdedup": 1, "embed": 16,
+                                         "train": 4, "probe": 6, "vision_probe": 3, "probe_matrix": 1, "evaluate": 4,
+                                         "report": 1, "all": 1, "total": 63}  # fmt: skip
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
@@ -143,7 +145,9 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     assert table.loc[sorted(runs), "eval_shapes.winoground_group_score"].between(0, 1).all()
     for path in ("train/basic/model.safetensors", "train/basic/model.json", "train/basic/curves.png",
                  "curate/measurements.parquet", "curate/pools/aligned/decisions.parquet",
-                 "curate/alignment/basic.parquet", "beton/pool.beton", "download/tuxpaint/manifest.parquet"):  # fmt: skip
+                 "curate/alignment/basic.parquet", "beton/pool/tuxpaint/part-0000.beton", "beton/pool.parquet",
+                 "download/tuxpaint/part-0000/manifest.parquet", "curate/measured/tuxpaint/part-0000.parquet",
+                 "curate/shards/basic/tuxpaint/part-0000/shard-000000.tar"):  # fmt: skip
         assert (results / path).stat().st_size > 0, path
     # The bootstrap: the `basic` run's aligner scored the pool, and `aligned` dropped its worst pairs.
     basic = pd.read_parquet(results / "curate/pools/basic/decisions.parquet")
@@ -166,13 +170,14 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     for section in ("Training curves", "Curation effect", "Probing matrix"):
         assert f"<h2>{section}</h2>" in report_html
     assert report_html.count("data:image/png;base64,") == 5  # comparison, curves, curation, heat map, scatter
-    for bench in ("download/tuxpaint.tsv", "embed/pool/efficientnet_lite0.tsv", "train/basic.tsv"):
+    for bench in ("download/tuxpaint.part-0000.tsv", "embed/pool/efficientnet_lite0.tsv", "train/basic.tsv"):
         assert (results / "benchmarks" / bench).exists()
 
     client = mlflow.MlflowClient(f"sqlite:///{results.parent / 'mlflow.db'}")  # one store for every experiment
     runs = client.search_runs([client.get_experiment_by_name("vlalign-test").experiment_id], max_results=1000)
     by_rule = pd.Series([r.data.tags["rule"] for r in runs]).value_counts().to_dict()
-    assert by_rule == {"download": 4, "measure": 1, "select": 4, "score": 1, "convert": 4, "embed": 15,
+    assert by_rule == {"download": 4, "measure_samples": 2, "measure": 1, "select": 4, "curated_shards": 8, "score": 1,
+                       "semdedup": 1, "convert": 5, "embed": 15,
                        "negatives": 1, "train": 6, "probe": 4, "vision_probe": 2, "probe_matrix": 1, "evaluate": 6,
                        "report": 1, "snakemake": 1}  # fmt: skip
     # The invocation's run groups every rule run of it.
@@ -203,9 +208,10 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     evaluation = next(r for r in runs if r.data.tags["rule"] == "evaluate" and r.data.tags["wildcard.run"] == "basic")
     assert [m.model_id for m in client.get_run(evaluation.info.run_id).inputs.model_inputs] == [model.model_id]
     embed = next(r for r in runs if r.info.run_name == "embed-pool-efficientnet_lite0")
-    convert = next(r for r in runs if r.info.run_name == "convert-pool")
+    # The pool is converted per download partition (one each here); embed read each partition's .beton.
+    convert = next(r for r in runs if r.info.run_name == "convert-pool-tuxpaint-0000")
     beton = next(i.dataset for i in client.get_run(embed.info.run_id).inputs.dataset_inputs
-                 if i.dataset.name == "beton/pool.beton")  # fmt: skip
+                 if i.dataset.name == "beton/pool/tuxpaint/part-0000.beton")  # fmt: skip
     assert beton.digest == convert.data.tags["output.beton.fingerprint"]
 
     # Snakemake's HTML report registers the figures and the results table.

@@ -18,11 +18,16 @@ from typing import Callable
 
 STAGES = (
     "vlalign.plan.plan_stage",  # before the flow: what it will cost
+    "vlalign.data.index_urls_stage",
     "vlalign.data.download_stage",
+    "vlalign.curate.measure_samples_stage",
     "vlalign.curate.measure_stage",
     "vlalign.curate.select_stage",
+    "vlalign.curate.curated_shards_stage",
     "vlalign.curate.score_stage",
+    "vlalign.curate.semdedup_stage",
     "vlalign.store.convert_stage",
+    "vlalign.store.gather_tables_stage",
     "vlalign.align.negatives_stage",
     "vlalign.embed.fetch_encoder_stage",
     "vlalign.embed.embed_stage",

@@ -13,7 +13,7 @@ from vlalign.config import (
     train_settings,
     validate_config,
 )
-from vlalign.data.download import SOURCE_TYPES
+from vlalign.data.download import source_paths
 from vlalign.encoders import uses_hub
 from vlalign.stage import stage_settings_json
 
@@ -53,6 +53,7 @@ wildcard_constraints:
     run="|".join(RUNS),
     pool="|".join(POOLS),
     part=r"\d+",
+    partition=r"\d{4}",
     # Never matches when no extra caption sets are configured.
     field="|".join(config["captions"]["extra"]) or "(?!)",
 
@@ -62,10 +63,53 @@ def settings(stage):
     return lambda wildcards: stage_settings_json(config, stage, **dict(wildcards.items()))
 
 
+def stage_argv(stage, arguments):
+    """Params function giving workflow/scripts/stage.py its command line, `vlalign <stage> --settings ...` and then
+    `arguments(wildcards, input, output)`: every partition's files, too many for a shell line."""
+    return lambda wildcards, input, output: [
+        stage.replace("_", "-"),
+        "--settings",
+        stage_settings_json(config, stage, **dict(wildcards.items())),
+        *arguments(wildcards, input, output),
+    ]
+
+
+def embed_arguments(wildcards, input, output):
+    """The pool's every partition .beton, or an eval set's one."""
+    return ["--encoder", wildcards.encoder, "--dataset", wildcards.dataset, "--beton", *input.betons,
+            "--table", input.table, "--out", output[0]]  # fmt: skip
+
+
 def download_input(wildcards):
-    """The URL table, image folder or benchmark folder of the source, so editing it re-runs the download."""
-    source = config["sources"][wildcards.source]
-    return [source["path"]] if SOURCE_TYPES[source["type"]].path else []
+    """The URL table (every file of a sharded one), image folder or benchmark folder of the source, so editing it
+    re-runs the download."""
+    return source_paths(config["sources"][wildcards.source])
+
+
+def partition_input(wildcards):
+    """A url_list's partition reads the list's index (and the list); other sources read their files."""
+    if config["sources"][wildcards.source]["type"] == "url_list":
+        return {"index": result(f"download/{wildcards.source}/index"), "files": download_input(wildcards)}
+    return {"files": download_input(wildcards)}
+
+
+def outcome_store(source):
+    """A url_list's fetched rows, kept across re-runs (see data/outcome_store.py); no rule's output."""
+    return result(f"download/{source}/store")
+
+
+def partitions(source):
+    return [f"{p:04d}" for p in range(config["sources"][source]["partitions"])]
+
+
+def download_folders(sources, split):
+    """The `split` shard folders of every partition of the sources, in order."""
+    return [result(f"download/{s}/part-{p}/{split}") for s in sources for p in partitions(s)]
+
+
+def downloads(sources):
+    """The download outputs (partition folders) of the sources."""
+    return [result(f"download/{s}/part-{p}") for s in sources for p in partitions(s)]
 
 
 def encoder_weights(wildcards):
@@ -75,33 +119,50 @@ def encoder_weights(wildcards):
 
 
 def convert_input(wildcards):
-    """The downloads of the pool's sources, or of the source whose eval split the dataset is.
-
-    The whole pool is converted and embedded once; curated pools select from its embeddings.
-    """
-    if wildcards.dataset == "pool":
-        return {"downloads": [result(f"download/{s}") for s in config["curate"]["sources"]]}
-    return {"downloads": [result(f"download/{EVAL_DATASETS[wildcards.dataset]}")]}
+    """The downloads of the source whose eval split the dataset is (the pool is converted per partition)."""
+    return {"downloads": downloads([EVAL_DATASETS[wildcards.dataset]])}
 
 
 def convert_folders(wildcards, input):
-    split = "train" if wildcards.dataset == "pool" else "eval"
-    return [f"{folder}/{split}" for folder in input.downloads]
+    return [f"{folder}/eval" for folder in input.downloads]
+
+
+def pool_partition_files(suffix):
+    """The .beton (suffix "beton") or table ("parquet") of every partition of the pool, in the pool table's order.
+
+    The whole pool is converted and embedded once; curated pools select from its embeddings.
+    """
+    return [result(f"beton/pool/{s}/part-{p}.{suffix}") for s in config["curate"]["sources"] for p in partitions(s)]
+
+
+def embed_input(wildcards):
+    """The images of a dataset (the pool's partition .betons, or an eval set's .beton) and its table."""
+    if wildcards.dataset == "pool":
+        return {"betons": pool_partition_files("beton"), "table": result("beton/pool.parquet")}
+    return {"betons": [result(f"beton/{wildcards.dataset}.beton")], "table": result(f"beton/{wildcards.dataset}.parquet")}
 
 
 def select_input(wildcards):
     inputs = {
         "measurements": result("curate/measurements.parquet"),
-        "pool": [result(f"download/{s}") for s in config["curate"]["sources"]],
+        "pool": downloads(config["curate"]["sources"]),
     }
     scorer = scoring_run(config, wildcards.pool)
     if scorer is not None:
         inputs["scores"] = result(f"curate/alignment/{scorer}.parquet")
+    if "semantic_dedup" in config["curate"]["pools"][wildcards.pool]:
+        inputs["semantic_neighbours"] = result("curate/semantic_neighbours.parquet")
     return inputs
 
 
 def curated_pool(pool):
     return result(f"curate/pools/{pool}")
+
+
+def curated_shards():
+    """The curated shards of every pool, a folder per partition of the pool's sources."""
+    return [result(f"curate/shards/{pool}/{s}/part-{p}") for pool in POOLS for s in config["curate"]["sources"]
+            for p in partitions(s)]  # fmt: skip
 
 
 def embeddings(dataset, encoder):

@@ -35,10 +35,10 @@ def alignment_scores(checkpoint: str | Path, image_dir: str | Path, text_dir: st
 def metadata_scores(shard_folders: list[Path], field: str) -> pd.DataFrame:
     """One row per pool sample: key, alignment_score = the number its metadata holds under `field` (NaN where it
     holds none, or something that is not a number)."""
-    from vlalign.data.shards import iter_samples, shard_paths
+    from vlalign.data.shards import folder_shards, iter_samples
 
     keys, scores = [], []
-    for sample in iter_samples(p for folder in shard_folders for p in shard_paths(folder)):
+    for sample in iter_samples(folder_shards(shard_folders)):
         value = sample.meta.get(field)
         keys.append(sample.key)
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -4,6 +4,10 @@ Image work (decode, hashes, OCR with `ocr: all`) runs in worker processes; then 
 MEASUREMENTS adds its columns to the table, in order: caption heuristics, language, concepts, the hash
 comparisons (within the pool and against the eval images), OCR of the survivors. A filter that needs a new
 column adds a measurement there.
+
+A measurement of one sample (`scope="sample"`) runs where its images are, one job per partition
+(`measure_samples`); one that compares samples (`scope="pool"`) runs once over every partition's table
+(`measure_set`), which reads images again only for OCR of the survivors. `measure_pool` is both in one call.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from vlalign.curate.filters import FILTERS
 from vlalign.curate.images import measure_batch, ocr_batch
 from vlalign.curate.language import measure_language
 from vlalign.curate.ocr import bundled_ocr_models, caption_overlap
-from vlalign.data.shards import Sample, iter_samples, shard_paths
+from vlalign.data.shards import Sample, folder_shards, iter_samples, shard_paths
 from vlalign.parallel import batched, process_map
 from vlalign.progress import Progress
 from vlalign.schema import complete
@@ -57,6 +61,7 @@ class Measurement:
     phase: str  # its name in `attrs["seconds"]`
     columns: dict[str, str]  # column -> meaning, in table order
     measure: Callable[[pd.DataFrame, Context], pd.DataFrame]
+    scope: str = "sample"  # "sample": each row alone, per partition; "pool": rows compared, over all partitions
 
 
 def check_settings(settings: dict) -> dict:
@@ -65,7 +70,7 @@ def check_settings(settings: dict) -> dict:
 
 
 def _pool_samples(folders: list[Path]) -> Iterator[Sample]:
-    return iter_samples(p for folder in folders for p in shard_paths(folder))
+    return iter_samples(folder_shards(folders))
 
 
 def _run_batches(fn, tasks: Iterable, s: dict, label: str, total: int | None) -> pd.DataFrame:
@@ -203,16 +208,16 @@ MEASUREMENTS = (
         "duplicate_of": "first earlier sample with the same bytes",
         "near_duplicate_of": "earlier kept sample within max_hamming pHash bits (exact copies aside)",
         "nearest_hamming": "pHash distance to the nearest other pool image, if within max_hamming",
-    }, _pool_duplicates),
+    }, _pool_duplicates, scope="pool"),
     Measurement("decontamination", {
         "eval_nearest": "nearest eval image within max_hamming (key)",
         "eval_hamming": "its pHash distance (0 for identical bytes)",
         "eval_exact": "identical bytes to an eval image", "contaminates": "eval key when exact or within max_hamming",
-    }, _eval_contamination),
+    }, _eval_contamination, scope="pool"),
     Measurement("ocr", {
         "ocr_text": "text OCR read in the image (None: not read)", "ocr_error": "why OCR failed",
         "ocr_seconds": "OCR time for this image on one core", "caption_ocr_overlap": "caption words written in the image",
-    }, _text_in_images),
+    }, _text_in_images, scope="pool"),
 )  # fmt: skip
 # Every column of the measurements, in order.
 COLUMNS = {**IMAGE_COLUMNS, **{column: meaning for m in MEASUREMENTS for column, meaning in m.columns.items()}}
@@ -220,38 +225,80 @@ COLUMNS = {**IMAGE_COLUMNS, **{column: meaning for m in MEASUREMENTS for column,
 
 def measure_pool(shard_folders: list[Path], eval_folders: list[Path], settings: dict | None = None,
                  progress: bool = True) -> pd.DataFrame:  # fmt: skip
-    """One row per pool sample, in shard order, with every filter's measured columns (see COLUMNS).
-    `settings` are the keys of `curate.measure`, the others taking the schema's defaults.
+    """One row per pool sample, in shard order, with every filter's measured columns (see COLUMNS): the
+    partition's and the pool's measurements in one call. `settings` are the keys of `curate.measure`, the
+    others taking the schema's defaults."""
+    samples = measure_samples(shard_folders, settings, progress)
+    return measure_set([samples], shard_folders, eval_folders, settings, progress)
 
-    `attrs["seconds"]` holds each phase's wall time (with `ocr: all`, OCR runs inside the
-    images phase) and `attrs["ocr_samples"]` how many images OCR read.
-    """
-    s = {**check_settings(settings), "progress": progress}
-    if s["ocr"] != "off":
-        bundled_ocr_models()  # a missing model fails here, before any work
-    seconds: dict[str, float] = {}
+
+def _timer(seconds: dict[str, float]) -> Callable[[str], None]:
     started = time.perf_counter()
 
     def lap(phase: str) -> None:
         nonlocal started
-        seconds[phase] = round(time.perf_counter() - started, 3)
+        seconds[phase] = round(seconds.get(phase, 0.0) + time.perf_counter() - started, 3)
         started = time.perf_counter()
 
+    return lap
+
+
+def measure_samples(shard_folders: list[Path], settings: dict | None = None, progress: bool = True) -> pd.DataFrame:
+    """The measurements of each sample alone (the image phase and every `scope="sample"` measurement) of the
+    shards in the folders (a partition's), in shard order; empty folders give an empty table.
+
+    `attrs["seconds"]` holds each phase's wall time (with `ocr: all`, OCR runs inside the images phase).
+    """
+    s = {**check_settings(settings), "progress": progress}
+    if s["ocr"] == "all":
+        bundled_ocr_models()  # a missing model fails here, before any work
+    seconds: dict[str, float] = {}
+    lap = _timer(seconds)
     folders = [Path(f) for f in shard_folders]
-    pool = _measure_images(folders, s, s["ocr_max_side"] if s["ocr"] == "all" else None,
-                           "curate: measuring pool images")  # fmt: skip
-    if pool.empty:
+    if not any(shard_paths(folder, allow_empty=True) for folder in folders):  # a partition whose rows all failed
+        pool = pd.DataFrame(columns=list(IMAGE_COLUMNS))
+    else:
+        pool = _measure_images(folders, s, s["ocr_max_side"] if s["ocr"] == "all" else None,
+                               "curate: measuring pool images")  # fmt: skip
+        pool["min_side"] = pool[["width", "height"]].min(axis=1, skipna=False)
+        pool["aspect_ratio"] = pool[["width", "height"]].max(axis=1, skipna=False) / pool["min_side"].clip(lower=1)
+    lap("images")
+    run = Context(s, folders, [])
+    for measurement in MEASUREMENTS:
+        if measurement.scope == "sample":
+            pool = measurement.measure(pool, run)
+            lap(measurement.phase)
+    pool.attrs["seconds"] = seconds
+    return pool
+
+
+def measure_set(tables: list[pd.DataFrame], shard_folders: list[Path], eval_folders: list[Path],
+                settings: dict | None = None, progress: bool = True) -> pd.DataFrame:  # fmt: skip
+    """The pool's measurements over every partition's `measure_samples` table (in partition order): the ones
+    that compare samples, with each other and with the eval images, and OCR of the survivors, which reads the
+    pool's shard folders again. `attrs["seconds"]` adds up the partitions' phases and the pool's;
+    `attrs["ocr_samples"]` counts the images OCR read."""
+    s = {**check_settings(settings), "progress": progress}
+    if s["ocr"] != "off":
+        bundled_ocr_models()
+    seconds: dict[str, float] = {}
+    for table in tables:
+        for phase, value in table.attrs.get("seconds", {}).items():
+            seconds[phase] = round(seconds.get(phase, 0.0) + value, 3)
+    lap = _timer(seconds)
+    folders = [Path(f) for f in shard_folders]
+    if not any(len(t) for t in tables):
         raise ValueError(f"no samples in {', '.join(map(str, folders))}")
+    # A column one partition has only None in comes back as objects: typed again from all of the pool's values.
+    pool = pd.concat([t for t in tables if len(t)], ignore_index=True).infer_objects()
     if pool["key"].duplicated().any():
         dup = pool.loc[pool["key"].duplicated(), "key"].iloc[0]
         raise ValueError(f"sample key {dup!r} occurs twice in {', '.join(map(str, folders))}")
-    pool["min_side"] = pool[["width", "height"]].min(axis=1, skipna=False)
-    pool["aspect_ratio"] = pool[["width", "height"]].max(axis=1, skipna=False) / pool["min_side"].clip(lower=1)
-    lap("images")
     run = Context(s, folders, [Path(f) for f in eval_folders])
     for measurement in MEASUREMENTS:
-        pool = measurement.measure(pool, run)
-        lap(measurement.phase)
+        if measurement.scope == "pool":
+            pool = measurement.measure(pool, run)
+            lap(measurement.phase)
     pool = pool[list(COLUMNS)]
     pool.attrs["seconds"] = seconds
     pool.attrs["ocr_samples"] = int(pool["ocr_seconds"].notna().sum())

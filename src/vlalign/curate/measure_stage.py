@@ -1,4 +1,5 @@
-"""`vlalign measure`: every curation filter's value for every sample of the pool, measured once."""
+"""`vlalign measure`: every curation filter's value for every sample of the pool, measured once: the partitions'
+tables (`vlalign measure-samples`) joined, and the measurements that compare samples run over all of them."""
 
 from __future__ import annotations
 
@@ -19,15 +20,17 @@ def settings(config: dict) -> dict:
 
 
 def run(settings: dict, args) -> None:
-    from vlalign.curate.measure import measure_pool
+    import pandas as pd
+
+    from vlalign.curate.measure import measure_set
     from vlalign.io import atomic_path
 
     with track("measure", settings) as tracked:
-        tracked.log_inputs("pool", *args.inputs)
+        tracked.log_inputs("partitions", *args.partitions)
         tracked.log_inputs("decontamination", *args.eval_inputs)
         with atomic_path(args.out) as tmp:
-            measurements = measure_pool([Path(f) for f in args.inputs], [Path(f) for f in args.eval_inputs],
-                                        settings["measure"])  # fmt: skip
+            measurements = measure_set([pd.read_parquet(p) for p in args.partitions], [Path(f) for f in args.inputs],
+                                       [Path(f) for f in args.eval_inputs], settings["measure"])  # fmt: skip
             measurements.to_parquet(tmp, index=False)
         summary = {"samples": len(measurements), **{f"samples.{k}": int(v) for k, v in
                    measurements["source"].value_counts().items()}}  # fmt: skip
@@ -40,7 +43,8 @@ def run(settings: dict, args) -> None:
 STAGE = Stage(
     "measure", "measure every curation filter's value for every sample of the pool", run,
     arguments=(
-        arg("--inputs", nargs="+", required=True, help="shard folders of the pool"),
+        arg("--partitions", nargs="+", required=True, help="the partitions' tables (`vlalign measure-samples`)"),
+        arg("--inputs", nargs="+", required=True, help="shard folders of the pool (OCR of the survivors reads them)"),
         arg("--eval-inputs", nargs="*", default=[], help="shard folders of eval splits (decontamination)"),
         arg("--out", required=True, help="measurements.parquet"),
     ),

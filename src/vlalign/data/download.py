@@ -25,9 +25,11 @@ from vlalign.data.images import inspect_image
 from vlalign.data.manifest import manifest_frame, manifest_row, mark_unexpected
 from vlalign.data.shards import Sample, ShardWriter
 from vlalign.data.sources import DEBIAN_SOURCES, SourceItem, deterministic_subset, load_classnames, split_of
-from vlalign.data.url_download import UrlListDownload
+from vlalign.data.url_download import PartitionDownload
+from vlalign.data.url_index import index_url_list
+from vlalign.data.url_table import expand_paths
 from vlalign.data.webdataset_source import shard_problems, webdataset_items
-from vlalign.io import atomic_dir, atomic_path
+from vlalign.io import atomic_dir, atomic_path, work_dir
 from vlalign.parallel import thread_map
 from vlalign.progress import Progress
 from vlalign.schema import complete, default
@@ -35,11 +37,15 @@ from vlalign.schema import complete, default
 
 @dataclass(frozen=True)
 class Target:
-    """Where a download writes: its output folder, the shard size, the Debian package cache."""
+    """Where a download writes: its output folder, the shard size, the Debian package cache; for a URL list, the
+    partition, the list's index and its outcome store."""
 
     out_dir: Path
     samples_per_shard: int
     deb_cache: Path | None  # None for sources that are not Debian packages
+    partition: int = 0
+    index_dir: Path | None = None
+    store_dir: Path | None = None
 
 
 @dataclass
@@ -208,7 +214,17 @@ def summarize_manifest(manifest: pd.DataFrame, seconds: float = 0.0) -> dict:
 
 
 def download_url_list(name: str, source: dict, target: Target) -> pd.DataFrame:
-    return UrlListDownload(name, source, target.out_dir, target.samples_per_shard).run()
+    store_dir = target.store_dir or work_dir(target.out_dir, "store")
+    if target.index_dir is not None:
+        counts = PartitionDownload(name, source, target.index_dir, target.partition, target.out_dir, store_dir).run()
+    else:  # a call from Python, not the workflow: the list is indexed first, for this call alone
+        with tempfile.TemporaryDirectory(prefix=f"vlalign-{name}-index-") as tmp:
+            index_url_list(name, source, target.samples_per_shard, Path(tmp) / "index", store_dir, progress=False)
+            counts = PartitionDownload(name, source, Path(tmp) / "index", target.partition, target.out_dir,
+                                       store_dir).run()  # fmt: skip
+    manifest = counts.pop("manifest")
+    manifest.attrs["counts"] = counts
+    return manifest
 
 
 @dataclass(frozen=True)
@@ -216,7 +232,7 @@ class SourceType:
     """How one `type` of source is downloaded, and what the config check asks of its entry."""
 
     download: Callable[[str, dict, Target], pd.DataFrame]  # (name, source, target) -> manifest
-    path: str | None = None  # what `path` names: "file" or "folder" (the rule's input), None: not used
+    path: str | None = None  # what `path` names: "files" (brace-expanded), "folder" (the rule's input), None: not used
     required: tuple[str, ...] = ()  # keys that must be set
     # An evaluation set only (eval_fraction 1), scored by evaluate.compositional.
     evaluation: bool = False
@@ -229,7 +245,7 @@ _STREAMED = "not supported for webdataset sources (read once, as a stream)"
 _RENDERED = "not supported for synthetic_compositional sources (`scenes` sets the size)"
 SOURCE_TYPES: dict[str, SourceType] = {
     **{kind: SourceType(download_debian) for kind in DEBIAN_SOURCES},
-    "url_list": SourceType(download_url_list, path="file", required=("path",),
+    "url_list": SourceType(download_url_list, path="files", required=("path",),
                            unsupported={"per_class": "needs categories, which a url_list does not have"}),
     "folder": SourceType(download_folder, path="folder", required=("path",)),
     "webdataset": SourceType(download_webdataset, required=("urls",), problems=shard_problems,
@@ -246,8 +262,18 @@ SOURCE_TYPES: dict[str, SourceType] = {
 def _key_problems(source: dict) -> list[str]:
     kind = SOURCE_TYPES[source["type"]]
     problems = [f"{key}: required for type {source['type']}" for key in kind.required if not source.get(key)]
+    if source["type"] != "url_list" and source.get("partitions", 1) != 1:
+        problems.append(f"partitions: only a url_list is downloaded in partitions, not a {source['type']}")
     problems += network_problems(source.get("allow_networks") or (), "allow_networks")
     return problems + [f"{key}: {why}" for key, why in kind.unsupported.items() if source.get(key) is not None]
+
+
+def source_paths(source: dict) -> list[str]:
+    """The local files or folder that `path` names (a URL list's shards brace-expanded), the download's input."""
+    kind = SOURCE_TYPES[source["type"]].path
+    if kind is None or not source.get("path") or "://" in source["path"]:
+        return []
+    return [str(p) for p in expand_paths(source["path"])] if kind == "files" else [source["path"]]
 
 
 def source_problems(source: dict) -> list[str]:
@@ -255,7 +281,14 @@ def source_problems(source: dict) -> list[str]:
     download: keys its type needs or cannot honour, and local files and folders that are missing."""
     kind = SOURCE_TYPES[source["type"]]
     problems = _key_problems(source)
-    wanted = [("path", source.get("path") if kind.path else None, kind.path), ("classnames", source.get("classnames"), "file")]
+    wanted = [("classnames", source.get("classnames"), "file")]
+    if kind.path == "folder":
+        wanted.append(("path", source.get("path"), "folder"))
+    elif kind.path == "files" and source.get("path") and "://" not in source["path"]:
+        try:
+            expand_paths(source["path"])
+        except (ValueError, FileNotFoundError) as exc:
+            problems.append(f"path: {exc}")
     exists = {"file": Path.is_file, "folder": Path.is_dir}
     problems += [f"{key}: {path} is not a {what}" for key, path, what in wanted
                  if path and "://" not in str(path) and not exists[what](Path(path))]  # fmt: skip
@@ -265,14 +298,19 @@ def source_problems(source: dict) -> list[str]:
 
 
 def run_download(name: str, source: dict, out_dir: str | Path, deb_cache: str | Path | None,
-                 samples_per_shard: int) -> dict:
-    """Download the source `name` (a config entry of `sources`, keys left out taking the schema's defaults) into
-    `out_dir`; the manifest's counts."""
+                 samples_per_shard: int, partition: int = 0, index_dir: str | Path | None = None,
+                 store_dir: str | Path | None = None) -> dict:  # fmt: skip
+    """Download the source `name` (a config entry of `sources`, keys left out taking the schema's defaults), or
+    one partition of a URL list, into `out_dir`; the manifest's counts (and a URL list's reused, fetched,
+    retried and recovered rows)."""
     started = time.time()
     source = complete("sources.*", source, what=f"sources.{name}")
     problems = _key_problems(source)  # missing files are the readers' to name, as they meet them
     if problems:
         raise ValueError("; ".join(f"sources.{name}.{problem}" for problem in problems))
-    target = Target(Path(out_dir), samples_per_shard, None if deb_cache is None else Path(deb_cache))
+    if not 0 <= partition < source["partitions"]:
+        raise ValueError(f"sources.{name}: partition {partition} of {source['partitions']}")
+    target = Target(Path(out_dir), samples_per_shard, None if deb_cache is None else Path(deb_cache), partition,
+                    *(None if p is None else Path(p) for p in (index_dir, store_dir)))  # fmt: skip
     manifest = SOURCE_TYPES[source["type"]].download(name, source, target)
-    return summarize_manifest(manifest, seconds=time.time() - started)
+    return {**summarize_manifest(manifest, seconds=time.time() - started), **manifest.attrs.get("counts", {})}

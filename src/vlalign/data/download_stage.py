@@ -13,14 +13,14 @@ def settings(config: dict, source: str) -> dict:
 
 
 def run(settings: dict, args) -> None:
-    from vlalign.data.download import SOURCE_TYPES, run_download
+    from vlalign.data.download import run_download, source_paths
 
-    with track("download", settings, source=args.source) as tracked:
-        source = settings["source"]
-        if SOURCE_TYPES[source["type"]].path and "://" not in source["path"]:  # a local URL table or folder
-            tracked.log_inputs("source", source["path"])
+    with track("download", settings, source=args.source, partition=str(args.partition)) as tracked:
+        paths = source_paths(settings["source"])
+        if paths:  # a local URL table or folder
+            tracked.log_inputs("source", *paths)
         summary = run_download(args.source, settings["source"], args.out, settings["deb_cache"],
-                               settings["samples_per_shard"])  # fmt: skip
+                               settings["samples_per_shard"], args.partition, args.index, args.store)  # fmt: skip
         tracked.log_metrics(summary)
         tracked.log_output("manifest", Path(args.out) / "manifest.parquet")
         tracked.log_output("shards", args.out)
@@ -31,6 +31,9 @@ STAGE = Stage(
     "download", "fetch a source into webdataset shards + manifest", run,
     arguments=(
         arg("--source", required=True, help="source name (a key of `sources`)"),
+        arg("--partition", type=int, default=0, help="which partition of a url_list (0-based)"),
+        arg("--index", help="a url_list's index folder (`vlalign index-urls`)"),
+        arg("--store", help="a url_list's outcome store folder"),
         arg("--out", required=True, help="output folder: {split}/shard-*.tar + manifest.parquet"),
     ),
     settings=settings, wildcards=("source",),

@@ -30,6 +30,12 @@ REDIRECTS = {301, 302, 303, 307, 308}
 # Directives by which a site asks not to have its images used for AI training (img2dataset honours the same).
 DISALLOWED_ROBOTS = {"noai", "noimageai", "noindex", "noimageindex"}
 RETRYABLE = {"timeout", "connection_error", "truncated_transfer", "dns_retry", "http_408", "http_429"}
+
+
+def is_transient(error: str | None) -> bool:
+    """A failure that may not happen again (a timeout, a dropped connection, 429, 5xx): retried within an attempt
+    budget, and again by a later retry round (`sources.*.retry_round`)."""
+    return isinstance(error, str) and (error in RETRYABLE or error.startswith("http_5"))
 USER_AGENT = "vlalign-download/0.1 (dataset download; honours X-Robots-Tag noai)"
 CHUNK = 1 << 16
 # Characters left as they are when a URL's path and query are percent-encoded for the request line.
@@ -177,8 +183,7 @@ class Fetcher:
         attempt = 0
         while True:
             result = self._fetch_once(url)
-            transient = result.error in RETRYABLE or (result.error or "").startswith("http_5")
-            if not transient or attempt == self.retries:
+            if not is_transient(result.error) or attempt == self.retries:
                 return result
             time.sleep(self.backoff_s * 2**attempt)
             attempt += 1

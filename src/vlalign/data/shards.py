@@ -95,7 +95,7 @@ def reorder_shard(path: Path, keys: list[str]) -> None:
         members: dict[str, list[tarfile.TarInfo]] = {}
         order = []
         for member in source:
-            key = _member_key(member.name)[0]
+            key = member_key(member.name)[0]
             if key not in members:
                 members[key] = []
                 order.append(key)
@@ -112,10 +112,20 @@ def reorder_shard(path: Path, keys: list[str]) -> None:
     os.replace(partial, path)
 
 
-def shard_paths(folder: str | os.PathLike) -> list[Path]:
+def shard_paths(folder: str | os.PathLike, allow_empty: bool = False) -> list[Path]:
     paths = sorted(Path(folder).glob("shard-*.tar"))
-    if not paths:
+    if not paths and not allow_empty:
         raise FileNotFoundError(f"no shards (shard-*.tar) in {folder}")
+    return paths
+
+
+def folder_shards(folders: Iterable[str | os.PathLike]) -> list[Path]:
+    """The shards of several folders, in order. A folder may be empty or missing (a partition whose rows all
+    failed, or had no eval rows), but not all of them."""
+    folders = list(folders)
+    paths = [path for folder in folders for path in shard_paths(folder, allow_empty=True)]
+    if not paths:
+        raise FileNotFoundError(f"no shards (shard-*.tar) in {', '.join(map(str, folders))}")
     return paths
 
 
@@ -138,7 +148,7 @@ def _samples_in_tar(tar: tarfile.TarFile, path: Path) -> Iterator[Sample]:
         name = member.name
         if name.startswith("/") or ".." in Path(name).parts:
             raise ValueError(f"{path}: member {name!r} escapes the shard")
-        key, ext = _member_key(name)
+        key, ext = member_key(name)
         if key != current and group:
             yield _to_sample(current, group, path)
             group = {}
@@ -149,7 +159,7 @@ def _samples_in_tar(tar: tarfile.TarFile, path: Path) -> Iterator[Sample]:
         yield _to_sample(current, group, path)
 
 
-def _member_key(name: str) -> tuple[str, str]:
+def member_key(name: str) -> tuple[str, str]:
     """(sample key, extension) of a shard member: its file name split at the first dot."""
     key, _, ext = Path(name).name.partition(".")
     return key, ext

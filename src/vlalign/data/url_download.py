@@ -1,20 +1,17 @@
-"""A URL list downloaded into split shards, one chunk of input rows at a time, resumable after a kill.
+"""One partition of a URL list downloaded into split shards, from the outcome store where it can be.
 
-Rows are cut into chunks of `samples_per_shard`. Chunk i becomes `train/shard-{i:06d}.tar`
-and `eval/shard-{i:06d}.tar` (absent when empty), `chunks/{i:06d}.parquet` (the outcome of
-each of its rows) and, written last, `chunks/{i:06d}.json`: the rows it covers, a
-fingerprint of those rows and of the settings that shape the result, its shards' sizes and
-its counts. A chunk whose record matches is finished and is never fetched again.
-Everything lives in a work folder beside the output (Snakemake deletes an unfinished
-output, not this folder), which is renamed onto the output once every chunk is finished.
+The index (`url_index.py`) cut the list into chunks of `samples_per_shard` rows and the chunks into partitions.
+Chunk i of a partition becomes `train/shard-{i:06d}.tar` and `eval/shard-{i:06d}.tar` (absent when empty), and
+its rows' outcomes part of `manifest.parquet`. Each finished chunk goes to the outcome store
+(`outcome_store.py`) at once, so a killed job, a re-partitioned or appended list, or a retry round fetches only
+what no entry holds: a chunk made for the same plan is linked whole, a row whose key and URL an entry holds is
+copied from it, and a row whose recorded failure was transient is fetched again only in a later
+`retry_round`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import os
 import shutil
 import sys
 import time
@@ -24,21 +21,19 @@ from pathlib import Path
 from typing import Iterator
 
 import pandas as pd
+import pyarrow.parquet as pq
 
-from vlalign.data.fetch import Fetcher
+from vlalign.data.fetch import Fetcher, is_transient
 from vlalign.data.images import inspect_image
 from vlalign.data.manifest import manifest_frame, manifest_row, mark_unexpected
-from vlalign.parallel import thread_map_unordered
+from vlalign.data.outcome_store import Entry, OutcomeStore, fetched, link_or_copy
 from vlalign.data.shards import Sample, ShardWriter, reorder_shard
-from vlalign.data.sources import deterministic_subset, safe_key, split_of
-from vlalign.data.url_table import extras_as_json, read_url_table
-from vlalign.io import atomic_path, sha256_json, work_dir
+from vlalign.data.sources import split_of
+from vlalign.data.url_index import base_keys, in_subset, key_hashes, read_index, shaping, subset_rank, text
+from vlalign.data.url_table import UrlTable, extras_as_json
+from vlalign.io import atomic_dir, atomic_path, sha256_json
+from vlalign.parallel import thread_map_unordered
 from vlalign.progress import Progress
-
-SPLITS = ("train", "eval")
-# Settings that change what a row's outcome is; a chunk finished under others is fetched again.
-SHAPING_SETTINGS = ("eval_fraction", "max_bytes", "max_pixels", "min_side", "allow_networks")
-
 
 @dataclass
 class _Task:
@@ -47,226 +42,233 @@ class _Task:
     key: str
     url: str | None
     caption: str | None
-    selected: bool
     meta: dict
-    first_row: int | None  # the earlier row this one repeats (same key), if any
+    decided: dict | None  # the outcome the row itself decides (no URL, a repeat, ...), else None
+    stored: tuple[Entry, dict] | None  # an entry's outcome for the same key and URL, to copy
+    retried: bool  # its recorded failure was transient, and this is a later retry round
 
 
-def row_keys(name: str, table: pd.DataFrame, key_col: str) -> tuple[list[str], list[int | None]]:
-    """Each row's key, from its `key_col` value when the table has that column (DataComp's `uid`), else from
-    its URL and caption, so that a key follows its row when the list is reordered, appended to or split
-    differently; and, for a row repeating an earlier row's key, the position of that first row (else None).
-    A repeat keeps its own key, suffixed by its occurrence, so the manifest still holds one row per row."""
-    values = table[key_col] if key_col in table.columns else [None] * len(table)
-    first: dict[str, int] = {}
-    occurrences: Counter = Counter()
-    keys, repeats = [], []
-    for position, (value, url, caption) in enumerate(zip(values, table["url"], table["caption"])):
-        if pd.isna(value):  # no key column, or no value in it: the row's content names it
-            content = f"{_text(url) or ''}\n{_text(caption) or ''}".encode()
-            key = f"{name}_{hashlib.sha1(content).hexdigest()[:20]}"
-        else:
-            key = safe_key(f"{name}_{value}")
-        occurrences[key] += 1
-        first.setdefault(key, position)
-        keys.append(key if occurrences[key] == 1 else f"{key}-{occurrences[key]}")
-        repeats.append(None if occurrences[key] == 1 else first[key])
-    return keys, repeats
+def _read_rows(path: Path, name: str, first: int, stop: int) -> pd.DataFrame:
+    """The rows of an index table whose `row` lies in [first, stop)."""
+    return pq.read_table(path / name, filters=[("row", ">=", first), ("row", "<", stop)]).to_pandas()
 
 
-def _text(value) -> str | None:
-    return None if value is None or pd.isna(value) or not str(value).strip() else str(value).strip()
-
-
-class UrlListDownload:
-    def __init__(self, name: str, source: dict, out_dir: Path, samples_per_shard: int):
-        if source.get("per_class") is not None:
-            raise ValueError(f"sources.{name}: per_class needs categories, which a url_list does not have")
-        self.name, self.source, self.out_dir = name, source, out_dir
-        self.work = work_dir(out_dir)
-        self.chunk_size = samples_per_shard
+class PartitionDownload:
+    def __init__(self, name: str, source: dict, index_dir: str | Path, partition: int, out_dir: str | Path,
+                 store_dir: str | Path):  # fmt: skip
+        index_dir = Path(index_dir)
+        self.name, self.source, self.out_dir, self.partition = name, source, Path(out_dir), partition
+        self.index = read_index(index_dir)
+        if self.index["partitions"] != source["partitions"]:
+            raise ValueError(f"{index_dir}: made for {self.index['partitions']} partitions, not {source['partitions']}")
+        chunks = pq.read_table(index_dir / "chunks.parquet", filters=[("partition", "==", partition)]).to_pandas()
+        self.chunks = chunks.sort_values("chunk", ignore_index=True)
+        first = int(self.chunks["row"].min()) if len(self.chunks) else 0
+        stop = int((self.chunks["row"] + self.chunks["rows"]).max()) if len(self.chunks) else 0
+        self.repeats = _read_rows(index_dir, "repeats.parquet", first, stop).set_index("row")
+        self.reuse = _read_rows(index_dir, "reuse.parquet", first, stop).set_index("row")["entry"]
+        self.table = UrlTable(source["path"], source["url_col"], source["caption_col"], source["key_col"])
+        self.store = OutcomeStore(store_dir)
+        self.round = source["retry_round"]
         self.fetcher = Fetcher(source["max_bytes"], source["timeout_s"], source["retries"],
-                               allow_networks=source["allow_networks"])
-        table, self.extras = read_url_table(source["path"], source["url_col"], source["caption_col"],
-                                            source["key_col"])  # fmt: skip
-        if table.empty:
-            raise ValueError(f"sources.{name}.path: {source['path']} has no rows")
-        keys, self.repeats = row_keys(name, table, source["key_col"])
-        table.insert(0, "key", keys)
-        unrepeated = pd.Series([first is None for first in self.repeats], index=table.index)
-        usable = table["url"].map(_text).notna() & table["caption"].map(_text).notna() & unrepeated
-        table["selected"] = table["key"].isin(deterministic_subset(table.loc[usable, "key"], source["max_items"]))
-        self.table = table
-        self.n_chunks = math.ceil(len(table) / self.chunk_size)
+                               allow_networks=source["allow_networks"])  # fmt: skip
+        self.counts = Counter(dict.fromkeys(("linked_chunks", "reused", "fetched", "retried", "recovered"), 0))
+        self.manifests: dict[int, pd.DataFrame] = {}
 
-    def rows(self, chunk: int) -> pd.DataFrame:
-        return self.table.iloc[chunk * self.chunk_size : (chunk + 1) * self.chunk_size]
+    # Planning: what each row of a chunk needs.
 
-    def row_range(self, chunk: int) -> list[int]:
-        """[first, last + 1]: the input rows (0-based, header not counted) that `chunk` covers."""
-        return [chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, len(self.table))]
+    def _plan(self, chunk) -> tuple[list[_Task], str]:
+        """The tasks of a chunk's rows (in order), and its plan: what the rows alone decide, and their keys."""
+        rows = self.table.read(json.loads(chunk.locator), chunk.rows)
+        keys = base_keys(self.name, rows, self.source["key_col"])
+        hashes, ranks = key_hashes(keys), subset_rank(keys)
+        metas = extras_as_json(rows, self.table.extras)
+        problems = rows["row_error"] if "row_error" in rows.columns else [None] * len(rows)
+        tasks = []
+        for position, (key, url, caption, problem) in enumerate(zip(keys, rows["url"], rows["caption"], problems)):
+            row_number = chunk.row + position
+            url, caption = text(url), text(caption)
+            repeat = self.repeats.loc[row_number] if row_number in self.repeats.index else None
+            if repeat is not None:  # it keeps a key of its own, so the manifest holds one row per row
+                key = f"{key}-{int(repeat['occurrence'])}"
+            decided = None
+            if problem is not None and not pd.isna(problem):
+                decided = {"error": "bad_row", "detail": str(problem)[:300]}
+            elif url is None:
+                decided = {"error": "no_url"}
+            elif caption is None:
+                decided = {"error": "no_caption"}
+            elif repeat is not None:
+                decided = {"status": "skipped", "error": "duplicate_row",
+                           "detail": f"same key as row {int(repeat['first_row'])} ({keys[position]})"}  # fmt: skip
+            elif not in_subset(ranks[position], hashes[position], self.index["subset_cut"]):
+                decided = {"status": "skipped", "error": "not_in_subset"}
+            tasks.append(_Task(chunk.chunk, position, key, url, caption, metas[position], decided, None, False))
+        plan = sha256_json({"fingerprint": chunk.fingerprint, "keys": [t.key for t in tasks],
+                            "decided": [t.decided for t in tasks]})  # fmt: skip
+        return tasks, plan
 
-    def fingerprint(self, chunk: int) -> str:
-        settings = {key: self.source[key] for key in SHAPING_SETTINGS}
-        rows = self.rows(chunk).to_json(orient="values")
-        return sha256_json({"source": self.name, "settings": settings, "rows": rows})
+    def _current(self, entry: Entry | None, plan: str) -> bool:
+        """The entry holds this chunk as the plan wants it, with no failure this retry round should try again."""
+        if entry is None or entry.record.get("plan") != plan:
+            return False
+        return entry.record["round"] >= self.round or entry.transient_rows() == 0
 
-    def record_path(self, chunk: int) -> Path:
-        return self.work / "chunks" / f"{chunk:06d}.json"
+    def _attach_stored(self, tasks: list[_Task], chunk) -> None:
+        """Give each row that needs an outcome the one an entry holds for its key and URL, if any."""
+        candidates: dict[str, tuple[Entry, dict]] = {}
+        sources = [self.store.entry(chunk.fingerprint)]
+        sources += [self.store.entry(fp) for fp in set(self.reuse[self.reuse.index.isin(
+            range(chunk.row, chunk.row + chunk.rows))])]  # fmt: skip
+        for entry in filter(None, sources):
+            manifest = entry.manifest()
+            for row in manifest[fetched(manifest)].to_dict("records"):
+                candidates.setdefault(row["key"], (entry, row))
+        for task in tasks:
+            if task.decided is not None or task.key not in candidates:
+                continue
+            entry, row = candidates[task.key]
+            if row["origin"] != task.url:
+                continue
+            if is_transient(row["error"]) and entry.record["round"] < self.round:
+                task.retried = True
+            else:
+                task.stored = (entry, row)
 
-    def _finished_files(self, chunk: int) -> list[Path] | None:
-        """The files of `chunk` when its record matches the current rows and settings, else None."""
-        record_path = self.record_path(chunk)
-        if not record_path.exists():
-            return None
-        record = json.loads(record_path.read_text())
-        shards = {self.work / split / f"shard-{chunk:06d}.tar": size for split, size in record["shard_bytes"].items()}
-        current = record["fingerprint"] == self.fingerprint(chunk) and record["rows"] == self.row_range(chunk)
-        # A shard cut short or replaced since (a copy gone wrong) makes the chunk unfinished again.
-        intact = all(path.exists() and path.stat().st_size == size for path, size in shards.items())
-        files = [record_path, record_path.with_suffix(".parquet"), *shards]
-        return files if current and intact and files[1].exists() else None
+    def _tasks(self, work: Path, progress: Progress) -> Iterator[_Task]:
+        for chunk in self.chunks.itertuples():
+            tasks, plan = self._plan(chunk)
+            entry = self.store.entry(chunk.fingerprint)
+            if self._current(entry, plan):
+                for split, shard in entry.shards().items():
+                    link_or_copy(shard, work / split / f"shard-{chunk.chunk:06d}.tar")
+                self.manifests[chunk.chunk] = entry.manifest()
+                self.counts["linked_chunks"] += 1
+                progress.update(chunk.rows)
+                continue
+            self._attach_stored(tasks, chunk)
+            self._writers[chunk.chunk] = _ChunkWriter(self, work, chunk, plan)
+            yield from tasks
 
-    def _remove_stale(self, kept: set[Path]) -> None:
-        """Files of unfinished chunks, of chunks an earlier, longer input had, or half-written ones."""
-        shutil.rmtree(self.work / "tmp", ignore_errors=True)
-        for folder in ("chunks", *SPLITS):
-            for path in (self.work / folder).glob("*"):
-                if path not in kept:
-                    path.unlink()
-        for leftover in ("manifest.parquet", "SOURCE"):
-            (self.work / leftover).unlink(missing_ok=True)
-
-    def _tasks(self, chunks: list[int]) -> Iterator[_Task]:
-        for chunk in chunks:
-            rows = self.rows(chunk)
-            for position, ((_, row), meta) in enumerate(zip(rows.iterrows(), extras_as_json(rows, self.extras),
-                                                            strict=True)):  # fmt: skip
-                yield _Task(chunk, position, row["key"], _text(row["url"]), _text(row["caption"]),
-                            bool(row["selected"]), meta, self.repeats[row.name])  # fmt: skip
+    # Outcomes: one per row, in a pool thread.
 
     def _outcome(self, task: _Task) -> tuple[_Task, dict, Sample | None]:
-        """The task, manifest row and (when usable) sample of one input row; runs in a pool thread and never
-        raises: whatever goes wrong with one row is that row's status."""
+        """The task, manifest row and (when usable) sample of one input row; never raises: whatever goes wrong
+        with one row is that row's status."""
         row = manifest_row(task.key, self.name, task.url, task.caption)
         try:
-            return task, row, self._sample(task, row)
+            if task.decided is not None:
+                row.update(task.decided)
+                return task, row, None
+            if task.stored is not None:
+                try:
+                    return task, row, self._copied(task, row)
+                except (OSError, KeyError):  # the entry went away since: fetch instead
+                    row = manifest_row(task.key, self.name, task.url, task.caption)
+            return task, row, self._fetched(task, row)
         except Exception as exc:  # noqa: BLE001
             mark_unexpected(row, exc)
             return task, row, None
 
-    def _sample(self, task: _Task, row: dict) -> Sample | None:
-        """Fill in `row` for `task`; the sample when the row is usable."""
-        if task.url is None:
-            row["error"] = "no_url"
-        elif task.caption is None:
-            row["error"] = "no_caption"
-        elif task.first_row is not None:
-            row.update(status="skipped", error="duplicate_row",
-                       detail=f"same key as row {task.first_row} ({self.table['key'].iat[task.first_row]})")
-        elif not task.selected:
-            row.update(status="skipped", error="not_in_subset")
-        else:
-            fetched = self.fetcher.fetch(task.url)
-            row.update(bytes=fetched.received, error=fetched.error, detail=fetched.detail)
-            if fetched.error is None:
-                check = inspect_image(fetched.data, self.source["max_pixels"], self.source["min_side"])
-                row.update(width=check.width, height=check.height, error=check.error, detail=check.detail)
-                if check.error is None:
-                    split = split_of(task.key, self.source["eval_fraction"])
-                    row.update(status="ok", split=split)
-                    meta = {**task.meta, "source": self.name, "origin": task.url,
-                            "width": check.width, "height": check.height}  # fmt: skip
-                    return Sample(task.key, check.data, check.ext, task.caption, meta)
-        return None
+    def _copied(self, task: _Task, row: dict) -> Sample | None:
+        entry, stored = task.stored
+        row.update({k: stored[k] for k in ("status", "split", "error", "detail", "bytes", "width", "height")})
+        row.update({k: None for k in ("width", "height") if pd.isna(row[k])})
+        if stored["status"] != "ok":
+            return None
+        members = entry.members()[task.key]
+        ext = next(e for e in members if e not in ("txt", "json"))
+        return self._sample(task, entry.read_member(task.key, ext), ext, int(stored["width"]), int(stored["height"]))
 
-    def run(self) -> pd.DataFrame:
-        """Fetch every unfinished chunk, then move the work folder onto the output; the manifest."""
-        files = {chunk: self._finished_files(chunk) for chunk in range(self.n_chunks)}
-        finished = {chunk for chunk, paths in files.items() if paths is not None}
-        self._remove_stale({path for chunk in finished for path in files[chunk]})
-        todo = [chunk for chunk in range(self.n_chunks) if chunk not in finished]
-        if finished:
-            print(f"download {self.name}: resuming, {len(finished)} of {self.n_chunks} chunks already finished",
-                  file=sys.stderr, flush=True)  # fmt: skip
-        progress = Progress(f"download {self.name}", total=len(self.table))
-        progress.update(sum(len(self.rows(chunk)) for chunk in finished))
-        # Each row is written as soon as it is fetched, into its chunk's shards, so a URL that is retried or
-        # times out holds back only its own thread and chunk, and no fetched image waits in memory for it.
-        # A chunk is put in order and in place when its last row is in.
-        writers: dict[int, _ChunkWriter] = {}
-        left = {chunk: len(self.rows(chunk)) for chunk in todo}
-        for task, row, sample in thread_map_unordered(self._outcome, self._tasks(todo), self.source["threads"]):
-            if task.chunk not in writers:
-                writers[task.chunk] = _ChunkWriter(self, task.chunk)
-            writers[task.chunk].add(task.position, row, sample)
-            left[task.chunk] -= 1
-            if left[task.chunk] == 0:
-                writers.pop(task.chunk).finish()
-            progress.update(1)
-        progress.close()
-        return self._finalize()
+    def _fetched(self, task: _Task, row: dict) -> Sample | None:
+        fetched_ = self.fetcher.fetch(task.url)
+        row.update(bytes=fetched_.received, error=fetched_.error, detail=fetched_.detail)
+        if fetched_.error is not None:
+            return None
+        check = inspect_image(fetched_.data, self.source["max_pixels"], self.source["min_side"])
+        row.update(width=check.width, height=check.height, error=check.error, detail=check.detail)
+        if check.error is not None:
+            return None
+        row.update(status="ok", split=split_of(task.key, self.source["eval_fraction"]))
+        return self._sample(task, check.data, check.ext, check.width, check.height)
 
-    def _finalize(self) -> pd.DataFrame:
-        chunks = self.work / "chunks"
-        manifest = pd.concat([pd.read_parquet(chunks / f"{chunk:06d}.parquet") for chunk in range(self.n_chunks)],
-                             ignore_index=True)  # fmt: skip
-        with atomic_path(self.work / "manifest.parquet") as part:
-            manifest.to_parquet(part, index=False)
-        (self.work / "SOURCE").write_text(f"url_list {Path(self.source['path']).resolve()}\n")
-        shutil.rmtree(self.work / "tmp", ignore_errors=True)
-        if self.out_dir.exists():
-            shutil.rmtree(self.out_dir)
-        os.replace(self.work, self.out_dir)
-        return manifest
+    def _sample(self, task: _Task, data: bytes, ext: str, width: int, height: int) -> Sample:
+        meta = {**task.meta, "source": self.name, "origin": task.url, "width": width, "height": height}
+        return Sample(task.key, data, ext, task.caption, meta)
+
+    def run(self) -> dict:
+        """Download every chunk of the partition into the output folder; the counts."""
+        total = int(self.chunks["rows"].sum())
+        progress = Progress(f"download {self.name} partition {self.partition}", total=total)
+        self._writers: dict[int, _ChunkWriter] = {}
+        with atomic_dir(self.out_dir) as work:
+            # Rows are written as their outcomes come in, so a URL that is retried or times out holds back only its
+            # own thread and chunk; a chunk is put in order, stored and linked when its last row is in.
+            for task, row, sample in thread_map_unordered(self._outcome, self._tasks(work, progress),
+                                                          self.source["threads"]):  # fmt: skip
+                writer = self._writers[task.chunk]
+                writer.add(task, row, sample)
+                self.counts["reused"] += task.stored is not None
+                self.counts["retried"] += task.retried
+                self.counts["recovered"] += task.retried and row["status"] == "ok"
+                self.counts["fetched"] += task.decided is None and task.stored is None
+                if writer.done():
+                    self.manifests[task.chunk] = self._writers.pop(task.chunk).finish()
+                progress.update(1)
+            progress.close()
+            shutil.rmtree(work / "tmp", ignore_errors=True)
+            print(f"download {self.name} partition {self.partition}: {self.counts['linked_chunks']} of "
+                  f"{len(self.chunks)} chunks taken whole from the store, {self.counts['reused']} rows copied from "
+                  f"it, {self.counts['fetched']} fetched ({self.counts['retried']} retried, "
+                  f"{self.counts['recovered']} recovered)", file=sys.stderr, flush=True)  # fmt: skip
+            empty = manifest_frame([])
+            manifest = pd.concat([empty, *(self.manifests[c] for c in sorted(self.manifests))], ignore_index=True)
+            with atomic_path(work / "manifest.parquet") as part:
+                manifest.astype(empty.dtypes.to_dict()).to_parquet(part, index=False)
+            (work / "SOURCE").write_text(f"url_list {' '.join(self.index['files'])} partition {self.partition}\n")
+        return {"manifest": manifest, **self.counts}
 
 
 class _ChunkWriter:
-    """The shards and records of one chunk, written in the order its rows are fetched and put in input order,
-    and in place, only when all its rows are in."""
+    """The shards of one chunk, written as its rows come in and put in input order, stored and linked into the
+    partition's folder only when all its rows are in."""
 
-    def __init__(self, download: UrlListDownload, chunk: int):
-        self.download, self.chunk = download, chunk
-        self.tmp = download.work / "tmp" / f"{chunk:06d}"
-        shutil.rmtree(self.tmp, ignore_errors=True)
+    def __init__(self, download: PartitionDownload, work: Path, chunk, plan: str):
+        self.download, self.work, self.chunk, self.plan = download, work, chunk, plan
+        self.tmp = work / "tmp" / f"{chunk.chunk:06d}"
         self.writers: dict[str, ShardWriter] = {}
         self.rows: dict[int, dict] = {}
         self.started = time.time()
 
-    def add(self, position: int, row: dict, sample: Sample | None) -> None:
-        self.rows[position] = row
+    def add(self, task: _Task, row: dict, sample: Sample | None) -> None:
+        self.rows[task.position] = row
         if sample is not None:
             split = row["split"]
             if split not in self.writers:
                 # One shard per split and chunk: it holds at most the chunk's rows.
-                self.writers[split] = ShardWriter(self.tmp / split, self.download.chunk_size)
+                self.writers[split] = ShardWriter(self.tmp / split, max(self.chunk.rows, 1))
             self.writers[split].write(sample)
 
-    def finish(self) -> None:
-        work, chunk = self.download.work, self.chunk
+    def done(self) -> bool:
+        return len(self.rows) == self.chunk.rows
+
+    def finish(self) -> pd.DataFrame:
         rows = [self.rows[position] for position in sorted(self.rows)]
-        shard_bytes = {}
+        shards = {}
         for split, writer in self.writers.items():
             (shard,) = writer.close()
             # The same shard, byte for byte, however the fetches were timed.
             reorder_shard(shard, [row["key"] for row in rows if row["split"] == split])
-            shard_bytes[split] = shard.stat().st_size
-            (work / split).mkdir(parents=True, exist_ok=True)
-            os.replace(shard, work / split / f"shard-{chunk:06d}.tar")
+            shards[split] = self.work / split / f"shard-{self.chunk.chunk:06d}.tar"
+            shards[split].parent.mkdir(exist_ok=True)
+            shard.replace(shards[split])
         frame = manifest_frame(rows)
-        (work / "chunks").mkdir(parents=True, exist_ok=True)
-        with atomic_path(work / "chunks" / f"{chunk:06d}.parquet") as part:
-            frame.to_parquet(part, index=False)
-        record = {
-            "chunk": chunk,
-            "rows": self.download.row_range(chunk),
-            "fingerprint": self.download.fingerprint(chunk),
-            "shard_samples": {split: writer.total for split, writer in self.writers.items()},
-            "shard_bytes": shard_bytes,
-            "status": {status: int(n) for status, n in frame["status"].value_counts().items()},
-            "seconds": round(time.time() - self.started, 2),
-        }
-        # The record comes last: its presence is what marks the chunk finished.
-        with atomic_path(self.download.record_path(chunk)) as part:
-            part.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        record = {"fingerprint": self.chunk.fingerprint, "plan": self.plan, "round": self.download.round,
+                  "shaping": shaping(self.download.source),
+                  "chunk": self.chunk.chunk, "rows": [self.chunk.row, self.chunk.row + self.chunk.rows],
+                  "seconds": round(time.time() - self.started, 2)}  # fmt: skip
+        try:
+            self.download.store.write(record, frame, shards)
+        except OSError as exc:  # the store is a cache: the partition's output stands without it
+            print(f"download: chunk {self.chunk.chunk} not stored ({exc})", file=sys.stderr, flush=True)
+        return frame

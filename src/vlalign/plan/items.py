@@ -14,13 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.csv
-import pyarrow.parquet as pq
 
 from vlalign.config import experiment_dir
 from vlalign.data.images import IMAGE_EXTENSIONS
 from vlalign.plan.assumptions import Assumptions
-from vlalign.progress import Progress
+from vlalign.data.url_table import UrlTable
 
 
 @dataclass
@@ -34,9 +32,10 @@ class SourceCount:
 
 
 def count_source(name: str, source: dict, config: dict, assumptions: Assumptions) -> SourceCount:
-    manifest = experiment_dir(config) / "download" / name / "manifest.parquet"
-    if manifest.is_file():
-        return _from_manifest(name, manifest, assumptions)
+    partitions = [experiment_dir(config) / "download" / name / f"part-{p:04d}" / "manifest.parquet"
+                  for p in range(source["partitions"])]  # fmt: skip
+    if all(manifest.is_file() for manifest in partitions):
+        return _from_manifest(name, partitions, assumptions)
     items, size = _source_size(name, source, assumptions)
     if items is not None and source.get("max_items") is not None:
         items = min(items, source["max_items"])
@@ -48,7 +47,7 @@ def count_source(name: str, source: dict, config: dict, assumptions: Assumptions
         count.bytes_per_sample = assumptions.value("download.bytes_per_sample.url_list")
         rows = assumptions.value("text.sample_rows")
         for column in {source["caption_col"], *config["captions"]["extra"]}:
-            count.captions[column] = table_column(source["path"], column, rows)
+            count.captions[column] = table_column(source, column, rows)
         count.captions["caption"] = count.captions.pop(source["caption_col"])
     return count
 
@@ -57,12 +56,12 @@ def _split(ok: float | None, fraction: float) -> float | None:
     return None if ok is None else ok * fraction
 
 
-def _from_manifest(name: str, path: Path, assumptions: Assumptions) -> SourceCount:
-    manifest = pd.read_parquet(path, columns=["status", "split", "bytes", "caption"])
+def _from_manifest(name: str, paths: list[Path], assumptions: Assumptions) -> SourceCount:
+    manifest = pd.concat([pd.read_parquet(p, columns=["status", "split", "bytes", "caption"]) for p in paths])
     ok = manifest[manifest["status"] == "ok"]
     rows = int(assumptions.value("text.sample_rows"))
     assumptions.note(f"items.{name}", f"{len(ok):,} of {len(manifest):,} items ok",
-                     f"the manifest of the finished download ({path})")  # fmt: skip
+                     f"the manifests of the finished download ({paths[0].parent.parent})")  # fmt: skip
     size = float(ok["bytes"].mean()) if len(ok) else None
     return SourceCount(name, len(manifest), float((ok["split"] == "train").sum()), float((ok["split"] == "eval").sum()),
                        size, {"caption": ok["caption"].head(rows).astype(str).tolist()})  # fmt: skip
@@ -72,7 +71,7 @@ def _source_size(name: str, source: dict, assumptions: Assumptions) -> tuple[flo
     """(items, bytes per sample) of a source not yet downloaded, each None where it cannot be known cheaply."""
     kind = source["type"]
     if kind == "url_list":
-        rows = table_rows(source["path"], source["url_col"])
+        rows = UrlTable(source["path"], source["url_col"], source["caption_col"], source["key_col"]).count_rows()
         assumptions.note(f"items.{name}", f"{rows:,} rows", f"counted in {source['path']}")
         return rows, None
     if kind == "folder":
@@ -94,39 +93,14 @@ def _source_size(name: str, source: dict, assumptions: Assumptions) -> tuple[flo
     return None, None
 
 
-def table_rows(path: str | os.PathLike, url_col: str) -> int:
-    """Rows of a URL table: parquet from its metadata, CSV/TSV (optionally .gz) streamed, one column parsed."""
-    path = Path(path)
-    if path.name.lower().endswith(".parquet"):
-        return pq.ParquetFile(path).metadata.num_rows
-    reader = pyarrow.csv.open_csv(
-        path, read_options=pyarrow.csv.ReadOptions(block_size=1 << 24),
-        parse_options=pyarrow.csv.ParseOptions(delimiter="\t" if ".tsv" in path.name.lower() else ",",
-                                               newlines_in_values=True),
-        convert_options=pyarrow.csv.ConvertOptions(include_columns=[url_col]),
-    )  # fmt: skip
-    progress = Progress(f"plan: counting rows of {path.name}", total=None, unit="rows", interval=5.0)
-    for batch in reader:
-        progress.update(batch.num_rows)
-    progress.close()
-    return progress.done
-
-
-def table_column(path: str | os.PathLike, column: str, rows: int) -> list[str]:
-    """The first `rows` values of a column of a URL table as text; [] when it has no such column."""
-    path = Path(path)
-    if path.name.lower().endswith(".parquet"):
-        table = pq.ParquetFile(path)
-        if column not in table.schema_arrow.names:
-            return []
-        batch = next(table.iter_batches(batch_size=rows, columns=[column]), None)
-        return [] if batch is None else [str(v) for v in batch.column(0).to_pylist() if v is not None]
-    sep = "\t" if ".tsv" in path.name.lower() else ","
-    header = pd.read_csv(path, sep=sep, nrows=0).columns
-    if column not in header:
+def table_column(source: dict, column: str, rows: int) -> list[str]:
+    """The first `rows` values of a column of a URL list as text; [] when it has no such column."""
+    table = UrlTable(source["path"], source["url_col"], source["caption_col"], source["key_col"])
+    name = "caption" if column == source["caption_col"] else column
+    if name != "caption" and name not in table.extras:
         return []
-    values = pd.read_csv(path, sep=sep, nrows=rows, usecols=[column], dtype=str, keep_default_na=False)[column]
-    return values.tolist()
+    first = next(table.scan(rows), None)
+    return [] if first is None else [str(v) for v in first.rows[name].dropna()]
 
 
 def _folder_size(source: dict) -> tuple[int, float | None]:
