@@ -3,11 +3,13 @@ command is one argument to bash, which Linux caps at 128 KiB, and a pool of thou
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+from curate_fixtures import POOL, write_shards
 
 from vlalign.store.tables import write_table
 
@@ -17,6 +19,15 @@ PREAMBLE = """
 import sys, types
 snakemake = types.SimpleNamespace(log=[sys.argv[1]], params=types.SimpleNamespace(argv=open(sys.argv[2]).read().split("\\n")))
 """
+
+
+def run_script(folder: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    """stage.py run as Snakemake runs it: a file of its own, executed by python."""
+    script = folder / "stage_script.py"
+    script.write_text(PREAMBLE + (REPO / "workflow" / "scripts" / "stage.py").read_text())
+    (folder / "argv").write_text("\n".join(argv))
+    return subprocess.run([sys.executable, str(script), str(folder / "log"), str(folder / "argv")],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 def test_a_command_line_longer_than_bash_takes_runs_and_logs(tmp_path):
@@ -29,10 +40,20 @@ def test_a_command_line_longer_than_bash_takes_runs_and_logs(tmp_path):
         tables.append(str(table))
     argv = ["gather-tables", "--tables", *tables, "--out", str(tmp_path / "pool.parquet")]
     assert len(" ".join(argv)) > 128 * 1024
-    (tmp_path / "argv").write_text("\n".join(argv))
-    script = PREAMBLE + (REPO / "workflow" / "scripts" / "stage.py").read_text()
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "log"), str(tmp_path / "argv")],
-                          capture_output=True, text=True, timeout=300)
+    done = run_script(tmp_path, argv)
     assert done.returncode == 0, (tmp_path / "log").read_text()[-3000:]
     assert pd.read_parquet(tmp_path / "pool.parquet")["key"].tolist() == [f"k{p}" for p in range(2000)]
-    assert done.stdout == "" and "partitions\": 2000" in (tmp_path / "log").read_text()  # all of it in the log
+    assert done.stdout == "" and '"partitions": 2000' in (tmp_path / "log").read_text()  # all of it in the log
+
+
+def test_a_stage_whose_workers_are_spawned_runs_once(tmp_path):
+    """Measuring starts its image workers by spawn, which runs the script file again in each worker: only the
+    parent may run the stage (found by the SLURM test, where every worker ran it again and failed)."""
+    shards = write_shards(tmp_path / "pool", POOL, "web")
+    settings = {"measure": {"workers": 2, "ocr": "off"}, "experiment": "t",
+                "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "results_dir": str(tmp_path)}  # fmt: skip
+    done = run_script(tmp_path, ["measure-samples", "--settings", json.dumps(settings), "--source", "web",
+                                 "--partition", "0000", "--inputs", str(shards), "--out",
+                                 str(tmp_path / "measured.parquet")])  # fmt: skip
+    assert done.returncode == 0, (tmp_path / "log").read_text()[-3000:]
+    assert len(pd.read_parquet(tmp_path / "measured.parquet")) == len(POOL)

@@ -6,8 +6,10 @@ import sys
 
 from vlalign.cli import main
 
-log = os.open(snakemake.log[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-# At the descriptors, as `> log 2>&1` would, so worker processes and native libraries write there too.
-os.dup2(log, sys.stdout.fileno())
-os.dup2(log, sys.stderr.fileno())
-sys.exit(main(list(map(str, snakemake.params.argv))))
+# Worker processes started by spawn run this file again as `__mp_main__`: only the first run is the stage.
+if __name__ == "__main__":
+    log = os.open(snakemake.log[0], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # At the descriptors, as `> log 2>&1` would, so worker processes and native libraries write there too.
+    os.dup2(log, sys.stdout.fileno())
+    os.dup2(log, sys.stderr.fileno())
+    sys.exit(main(list(map(str, snakemake.params.argv))))
