@@ -100,7 +100,7 @@ def embed_images(betons, table_path, encoder: dict, out_dir: str | os.PathLike, 
     first_batch, runs = None, []
     if start + done < stop:
         runs, keys = beton_rows(table_path, start + done, stop)
-        _check_runs(runs, keys, betons, table_path)
+        check_runs(runs, keys, betons, table_path)
         loader = dataset_loader(runs, encoder.image_size, batch_size, embed["num_workers"],
                                 device=str(encoder.device), crop_ratio=encoder.crop_ratio)  # fmt: skip
         bar = Progress(f"embed {encoder.spec}", total=stop - start, unit="images", enabled=progress, initial=done)
@@ -109,7 +109,7 @@ def embed_images(betons, table_path, encoder: dict, out_dir: str | os.PathLike, 
     return {**_summary(writer, done, started, first_batch), "betons": [str(run.path) for run in runs]}
 
 
-def _check_runs(runs: list[BetonRows], keys: np.ndarray, betons: list[Path], table_path) -> None:
+def check_runs(runs: list[BetonRows], keys: np.ndarray, betons: list[Path], table_path) -> None:
     """Each file the table names is one of `betons`, and its first and last records hold the keys the table
     gives them: a table that does not describe these files fails here, not as mislabelled embeddings."""
     given = {beton.resolve() for beton in betons}
