@@ -58,3 +58,15 @@ def test_phash_index_finds_every_planted_pair():
     figures = _one_line("phash_index.py", "--smoke")
     assert [size["recall"] for size in figures["sizes"]] == [1.0, 1.0]
     assert figures["sizes"][0]["agrees_with_all_pairs"] is True and figures["all_pairs"]["seconds"] > 0
+
+
+def test_download_partitions_re_partitions_without_a_request():
+    figures = _one_line("download_partitions.py", "--smoke")
+    assert figures["first"]["server_requests"] == figures["rows"] and figures["first"]["ok"] > 0
+    assert figures["second"]["server_requests"] == figures["second"]["fetched"] == 0
+    assert figures["same_outcomes"] is True and figures["rows_requested_twice"] == 0
+
+
+def test_beton_partitions_reads_back_every_record_in_order():
+    figures = _one_line("beton_partitions.py", "--smoke")
+    assert figures["rows"] == 600 and figures["partitions"] == 2
