@@ -67,6 +67,18 @@ def replace_dir(finished: str | os.PathLike, path: str | os.PathLike) -> None:
     os.replace(finished, path)
 
 
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """`target` as a hard link to `source` (no bytes copied, and it survives the source's name being deleted), or a
+    copy across file systems; whatever was at `target` is replaced."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

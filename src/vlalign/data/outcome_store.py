@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tarfile
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pandas as pd
 
 from vlalign.data.fetch import is_transient
 from vlalign.data.shards import member_key
-from vlalign.io import atomic_path
+from vlalign.io import atomic_path, link_or_copy
 
 RECORD = "record.json"
 # Outcomes decided from the row itself, never by a fetch: recomputed, never taken from the store.
@@ -48,6 +47,14 @@ class Entry:
 
     def manifest(self) -> pd.DataFrame:
         return pd.read_parquet(self.path / "manifest.parquet")
+
+    def outcomes(self) -> dict[str, dict]:
+        """key -> manifest row of every row a fetch decided, read once per entry (a reordered list's chunks each
+        take rows from many entries)."""
+        if not hasattr(self, "_outcomes"):
+            manifest = self.manifest()
+            self._outcomes = {row["key"]: row for row in manifest[fetched(manifest)].to_dict("records")}
+        return self._outcomes
 
     def shards(self) -> dict[str, Path]:
         return {split: self.path / f"{split}.tar" for split in self.record["shard_bytes"]}
@@ -125,12 +132,3 @@ class OutcomeStore:
             (tmp / RECORD).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
         self._cache.pop(record["fingerprint"], None)
 
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """A hard link (the store and the output share the bytes), or a copy across file systems."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)

@@ -26,12 +26,12 @@ import pyarrow.parquet as pq
 from vlalign.data.fetch import Fetcher, is_transient
 from vlalign.data.images import inspect_image
 from vlalign.data.manifest import manifest_frame, manifest_row, mark_unexpected
-from vlalign.data.outcome_store import Entry, OutcomeStore, fetched, link_or_copy
+from vlalign.data.outcome_store import Entry, OutcomeStore
 from vlalign.data.shards import Sample, ShardWriter, reorder_shard
 from vlalign.data.sources import split_of
 from vlalign.data.url_index import base_keys, in_subset, key_hashes, read_index, shaping, subset_rank, text
 from vlalign.data.url_table import UrlTable, extras_as_json
-from vlalign.io import atomic_dir, atomic_path, sha256_json
+from vlalign.io import atomic_dir, atomic_path, link_or_copy, sha256_json
 from vlalign.parallel import thread_map_unordered
 from vlalign.progress import Progress
 
@@ -81,7 +81,9 @@ class PartitionDownload:
         """The tasks of a chunk's rows (in order), and its plan: what the rows alone decide, and their keys."""
         rows = self.table.read(json.loads(chunk.locator), chunk.rows)
         keys = base_keys(self.name, rows, self.source["key_col"])
-        hashes, ranks = key_hashes(keys), subset_rank(keys)
+        cut = self.index["subset_cut"]
+        # Two more hashes a row, needed only where max_items cuts the list.
+        hashes, ranks = (key_hashes(keys), subset_rank(keys)) if cut is not None else (None, None)
         metas = extras_as_json(rows, self.table.extras)
         problems = rows["row_error"] if "row_error" in rows.columns else [None] * len(rows)
         tasks = []
@@ -101,7 +103,7 @@ class PartitionDownload:
             elif repeat is not None:
                 decided = {"status": "skipped", "error": "duplicate_row",
                            "detail": f"same key as row {int(repeat['first_row'])} ({keys[position]})"}  # fmt: skip
-            elif not in_subset(ranks[position], hashes[position], self.index["subset_cut"]):
+            elif cut is not None and not in_subset(ranks[position], hashes[position], cut):
                 decided = {"status": "skipped", "error": "not_in_subset"}
             tasks.append(_Task(chunk.chunk, position, key, url, caption, metas[position], decided, None, False))
         plan = sha256_json({"fingerprint": chunk.fingerprint, "keys": [t.key for t in tasks],
@@ -121,9 +123,8 @@ class PartitionDownload:
         sources += [self.store.entry(fp) for fp in set(self.reuse[self.reuse.index.isin(
             range(chunk.row, chunk.row + chunk.rows))])]  # fmt: skip
         for entry in filter(None, sources):
-            manifest = entry.manifest()
-            for row in manifest[fetched(manifest)].to_dict("records"):
-                candidates.setdefault(row["key"], (entry, row))
+            for key, row in entry.outcomes().items():
+                candidates.setdefault(key, (entry, row))
         for task in tasks:
             if task.decided is not None or task.key not in candidates:
                 continue

@@ -158,8 +158,9 @@ def subset_cut(rank: np.ndarray, hashes: np.ndarray, max_items: int | None) -> l
     return [float(rank[last]), int(hashes[last, 0]), int(hashes[last, 1])]
 
 
-def in_subset(rank: float, hash_pair: np.ndarray, cut: list | None) -> bool:
-    return cut is None or (rank, int(hash_pair[0]), int(hash_pair[1])) <= tuple(cut)
+def in_subset(rank: float, hash_pair: np.ndarray, cut: list) -> bool:
+    """Whether a row of this rank and key hash is at or before the subset's cut (`subset_cut`)."""
+    return (rank, int(hash_pair[0]), int(hash_pair[1])) <= tuple(cut)
 
 
 def reusable_rows(store: OutcomeStore, chunks: pd.DataFrame, hashes: np.ndarray, shaped_by: str) -> pd.DataFrame:

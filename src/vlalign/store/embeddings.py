@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vlalign.io import atomic_dir, atomic_path, replace_dir, work_dir, write_json
+from vlalign.io import atomic_dir, atomic_path, link_or_copy, replace_dir, work_dir, write_json
 
 DTYPE = np.float16
 PROGRESS = "progress.json"
@@ -231,14 +231,6 @@ def open_embeddings(path: str | os.PathLike) -> EmbeddingStore:
     return EmbeddingStore(path, meta, parts, index["key"].tolist())
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    # A hard link costs nothing and survives deletion of the part folders; across filesystems, copy.
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
-
-
 def gather_embeddings(part_dirs: list[str | os.PathLike], out_dir: str | os.PathLike) -> dict:
     """Join finished part stores (the scatter's outputs, in part order) into the store one pass writes.
 
@@ -276,7 +268,7 @@ def gather_embeddings(part_dirs: list[str | os.PathLike], out_dir: str | os.Path
     rows = [len(part) for store in stores for part in store._parts]
     with atomic_dir(out_dir) as tmp:
         for index, source in enumerate(files):
-            _link_or_copy(source, tmp / _part_name(index))
+            link_or_copy(source, tmp / _part_name(index))
         table = pd.DataFrame({"row": np.arange(len(keys), dtype=np.int64), "key": keys})
         table.to_parquet(tmp / "index.parquet", index=False)
         meta = {
