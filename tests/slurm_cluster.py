@@ -26,6 +26,7 @@ BINARIES = ("munged", "mariadb-install-db", "mariadbd", "slurmdbd", "slurmctld",
 CLUSTER = "vlalign-test"
 ACCOUNT = "vlalign"
 PARTITION = "debug"
+OWNER = "owner.pid"  # the test process that started a cluster, in the cluster's folder
 
 
 def free_port() -> int:
@@ -109,11 +110,45 @@ def check_prerequisites() -> None:
         pytest.fail("SLURM test cluster: slurmd must run as root")
     for name in CONF_FILES:
         link = ETC / name
-        # A symlink whose target is gone is left over from a killed test run; anything else is a real site config.
+        # A symlink whose target is gone, or whose target is a test cluster's folder whose test process has
+        # ended, is left over from a killed test run; anything else is a real site config, or a live test cluster.
         if link.is_symlink() and not link.exists():
             link.unlink()
+        elif link.is_symlink() and is_test_cluster(link.resolve().parent):
+            reclaim_leftover(link)
         elif link.exists() or link.is_symlink():
             pytest.fail(f"SLURM test cluster: {link} exists; this test will not replace a real SLURM configuration")
+
+
+def running(pid: int, name: str) -> bool:
+    """Whether process `pid` runs and is `name` (a PID from a killed run may since belong to another program)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(name.encode())
+    except OSError:
+        return False
+
+
+def is_test_cluster(root: Path) -> bool:
+    try:
+        return f"ClusterName={CLUSTER}\n" in (root / "slurm.conf").read_text()
+    except OSError:
+        return False
+
+
+def reclaim_leftover(link: Path) -> None:
+    """Stop the daemons a killed test run left behind (they run in their own sessions) and remove its link."""
+    root = link.resolve().parent
+    owner = int((root / OWNER).read_text()) if (root / OWNER).exists() else None
+    if owner not in (None, os.getpid()) and Path(f"/proc/{owner}").exists():
+        pytest.fail(f"SLURM test cluster: {link} belongs to the test cluster of process {owner}, still running")
+    for pid_file in sorted((root / "run").glob("*.pid")):
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if running(pid, pid_file.stem):
+            os.kill(pid, signal.SIGKILL)
+    link.unlink()
 
 
 def write_configs(cluster: Cluster, ports: dict[str, int]) -> None:
@@ -166,6 +201,7 @@ def start_cluster(root: Path) -> Cluster:
     cluster = Cluster(root=root, cpus=os.cpu_count() or 1, memory_mb=node_memory_mb())
     ports = {name: free_port() for name in ("slurmctld", "slurmd", "slurmdbd")}
     write_configs(cluster, ports)
+    (root / OWNER).write_text(f"{os.getpid()}\n")
     run_dir = root / "run"
     try:
         for name in CONF_FILES:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 
 from vlalign.config import load_schema
+from vlalign.data.outcome_store import OutcomeStore
 from vlalign.data.shards import iter_samples, shard_paths
 
 
@@ -31,9 +30,8 @@ def shard_contents(out) -> dict:
 
 def stored_rows(store) -> list[int]:
     """The input rows of every chunk a url_list's outcome store holds finished (see data/outcome_store.py)."""
-    records = [json.loads(p.read_text()) for p in Path(store).glob("*/*/record.json")]
-    return sorted(i for record in records for i in range(*record["rows"]))
+    return sorted(i for entry in OutcomeStore(store).entries() for i in range(*entry.record["rows"]))
 
 
 def stored_chunks(store) -> int:
-    return len(list(Path(store).glob("*/*/record.json")))
+    return len(OutcomeStore(store).entries())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from source_config import shard_contents, source_config, stored_chunks, stored_rows
 
 from vlalign.data import url_download
+from vlalign.data.outcome_store import OutcomeStore
 from vlalign.data.download import run_download
 from vlalign.io import work_dir
 from image_server import ImageServer
@@ -122,3 +124,19 @@ def test_resume_after_the_process_is_killed(server, tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(out / "manifest.parquet"),
                                   pd.read_parquet(tmp_path / "whole" / "manifest.parquet"))  # fmt: skip
     assert shard_contents(out) == shard_contents(tmp_path / "whole")
+
+
+def test_an_entry_still_being_written_is_not_read(tmp_path):
+    # A job killed inside `OutcomeStore.write` leaves its `.{fingerprint}.*.part` folder, possibly with a record
+    # already in it (complete or empty): neither is an entry until renamed into place.
+    store = OutcomeStore(tmp_path / "store")
+    manifest = pd.DataFrame({"key": ["a"], "error": [None]})
+    shard = tmp_path / "train.tar"
+    shard.write_bytes(b"\0" * 1024)
+    store.write({"fingerprint": "ab12", "rows": [0, 1]}, manifest, {"train": shard})
+    finished = store.path("ab12")
+    for name, record in ((".cd34.x.part", (finished / "record.json").read_text()), (".ef56.y.part", "")):
+        half = tmp_path / "store" / name[1:3] / name
+        shutil.copytree(finished, half)
+        (half / "record.json").write_text(record)
+    assert [entry.fingerprint for entry in store.entries()] == ["ab12"]

@@ -115,7 +115,8 @@ class OutcomeStore:
 
     def entries(self) -> list[Entry]:
         """Every finished entry (for the index's look-up of keys across entries)."""
-        found = (self._read(path) for path in sorted(self.root.glob("*/*")) if path.is_dir())
+        # `.{fingerprint}.*.part` folders are entries being written (or left by a killed job): never read.
+        found = (self._read(path) for path in sorted(self.root.glob("*/[!.]*")) if path.is_dir())
         return [entry for entry in found if entry is not None]
 
     def write(self, record: dict, manifest: pd.DataFrame, shards: dict[str, Path]) -> None:
