@@ -70,3 +70,11 @@ def test_download_partitions_re_partitions_without_a_request():
 def test_beton_partitions_reads_back_every_record_in_order():
     figures = _one_line("beton_partitions.py", "--smoke")
     assert figures["rows"] == 600 and figures["partitions"] == 2
+
+
+def test_chunked_loss_precision_compares_both_paths_with_float64():
+    figures = _one_line("chunked_loss_precision.py", "--smoke")
+    for case in ("infonce/fp32/easy", "infonce/bf16/hard", "siglip/bf16/easy"):
+        errors = figures["relative_error_vs_float64"][case]
+        assert errors["chunked"]["loss"] <= 2 * errors["plain"]["loss"] + 1.2e-7, case
+    assert all(figures["timing"][loss]["chunked_s"] > 0 for loss in ("infonce", "siglip"))
