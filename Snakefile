@@ -25,6 +25,7 @@ localrules:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/curate.smk"
+include: "workflow/rules/audit.smk"
 include: "workflow/rules/semdedup.smk"
 include: "workflow/rules/convert.smk"
 include: "workflow/rules/embed.smk"
@@ -39,6 +40,7 @@ rule all:
     input:
         result("report/summary.md"),
         curated_shards(),
+        audits(),
 
 
 from vlalign.tracking import end_workflow_run, start_workflow_run

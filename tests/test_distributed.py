@@ -101,6 +101,6 @@ def test_vlalign_train_through_torchrun_writes_once_and_matches_one_process(tmp_
     alone, _ = load_checkpoint(tmp_path / "alone")
     assert all(torch.allclose(ddp.state_dict()[k], v, rtol=1e-4, atol=1e-5) for k, v in alone.state_dict().items())
     client = mlflow.MlflowClient(settings["tracking_uri"])
-    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("ddp").experiment_id], "tags.rule = 'train'")
     assert len(runs) == 2  # one per launch: the second rank opened none
     assert not (tmp_path / ".ddp.state").exists()

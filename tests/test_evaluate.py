@@ -87,3 +87,47 @@ def test_compositional_metrics_on_a_hand_made_set():
     metas[1]["negatives"] = [{"caption": "blue left", "type": "tie"}]  # identical to its positive: a tie is wrong
     assert compositional_metrics(z_img, metas, lambda t: np.array([vectors[x] for x in t]))[
         "caption_selection_accuracy_tie"] == 0.0
+
+
+def test_the_evaluate_command_writes_metrics_with_intervals_and_every_items_outcome(tmp_path):
+    """`vlalign evaluate --seed` on a hand-made checkpoint and a retrieval set of 30 pairs: metrics.json holds the
+    seed and an interval for each mean over items, per_sample.parquet beside it the outcomes they are means of."""
+    import json
+
+    import pandas as pd
+
+    from vlalign.align.checkpoint import save_checkpoint
+    from vlalign.cli import main
+    from vlalign.evaluate.bootstrap import percentile_interval
+    from vlalign.store.embeddings import EmbeddingWriter
+
+    torch.manual_seed(0)
+    towers = {"image": {"alias": "img", "spec": "test"}, "text": {"alias": "txt", "spec": "test"}}
+    checkpoint = save_checkpoint(tmp_path / "train" / "r" / "seed-3", AlignmentModel(8, 6, head="linear", target_dim=4),
+                                 {"encoders": towers, "train_pairs": 10})  # fmt: skip
+    rng = np.random.default_rng(0)
+    keys = [f"e{i:02d}" for i in range(30)]
+    image = rng.standard_normal((30, 8)).astype(np.float32)
+    for alias, array in (("img", image), ("txt", image[:, :6] + 0.3 * rng.standard_normal((30, 6)))):
+        writer = EmbeddingWriter(tmp_path / "embeddings" / "eval_x" / alias, array.shape[1], meta={"spec": "test"})
+        writer.append(array.astype(np.float32), keys)
+        writer.close()
+    (tmp_path / "beton").mkdir()
+    pd.DataFrame({"key": keys, "caption": [f"caption {k}" for k in keys], "meta_json": "{}"}).to_parquet(
+        tmp_path / "beton" / "eval_x.parquet")
+    settings = {"experiment": "e", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "device": "cpu",
+                "evaluate": {"retrieval": ["x"], "ks": [1, 5], "bootstrap_resamples": 200}, "text_encoder": {}}
+    out = tmp_path / "evaluate" / "r" / "seed-3" / "metrics.json"
+    assert main(["evaluate", "--settings", json.dumps(settings), "--run", "r", "--seed", "3", "--checkpoint",
+                 str(checkpoint), "--eval-dir", str(tmp_path), "--out", str(out)]) == 0  # fmt: skip
+
+    written = json.loads(out.read_text())
+    assert (written["name"], written["seed"], written["metrics"]["train_pairs"]) == ("r", 3, 10.0)
+    per_sample = pd.read_parquet(out.with_name("per_sample.parquet"))
+    means = {f"eval_x.{d}_recall_at_{k}" for d in ("image_to_text", "text_to_image", "mean") for k in (1, 5)}
+    assert set(written["intervals"]) == means == set(per_sample["metric"])
+    for metric in means:
+        rows = per_sample[per_sample["metric"] == metric]
+        assert list(rows["item"]) == keys
+        assert rows["value"].to_numpy().mean() == written["metrics"][metric]
+        assert written["intervals"][metric] == list(percentile_interval(rows["value"].to_numpy(), 200))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from test_workflow import REPO, job_counts, snakemake
-from vlalign.config import validate_config
+from vlalign.config import run_instances, validate_config
 
 REAL_CONFIGS = sorted(p.name for p in (REPO / "config").glob("*.yaml") if p.name not in ("config.yaml", "ablation.yaml"))
 DEMO_SOURCES = ("tuxpaint", "openclipart", "fashion_mnist", "shapes")
@@ -71,7 +71,7 @@ def test_real_data_config_dry_runs_clean_in_its_own_folder(name, tmp_path, monke
     counts = job_counts(result.stdout)
     assert counts["download"] == sum(full["sources"][s]["partitions"] for s in config["sources"])
     assert counts["index_urls"] == sum(s["type"] == "url_list" for s in config["sources"].values())
-    assert counts["train"] == len(full["train"]["runs"]) and counts["evaluate"] == len(full["train"]["runs"])
+    assert counts["train"] == counts["evaluate"] == len(run_instances(full))
     assert counts["select"] == len(full["curate"]["pools"])
     outputs = planned_outputs(result.stdout)
     assert outputs and all(p.startswith(f"results/{experiment}/") for p in outputs), outputs[:5]
@@ -117,7 +117,7 @@ def test_own_config_plans_exactly_its_own_jobs_and_leaves_the_demo_alone(tmp_pat
     # Without --configfile the same folder plans the demo, in its own experiment folder beside `my`.
     demo = snakemake("-n", "-p", cwd=tmp_path)
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
-    assert job_counts(demo.stdout)["total"] == 63
+    assert job_counts(demo.stdout)["total"] == 85
     assert all(p.startswith("results/demo/") for p in planned_outputs(demo.stdout))
 
 

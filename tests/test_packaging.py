@@ -32,4 +32,4 @@ def test_every_rule_has_a_log_and_every_heavy_rule_a_benchmark():
             assert "log:" in block, smk
             if smk.stem != "report":  # the report rule only tabulates small JSON files
                 assert "benchmark:" in block, smk
-    assert blocks == 24
+    assert blocks == 25

@@ -186,3 +186,20 @@ def test_vlalign_plan_prints_the_demos_table(tmp_path, monkeypatch, capsys):
                 "evaluate balanced", "total"):  # fmt: skip
         assert any(line.startswith(row) for line in out.splitlines()), row
     assert "Assumptions:" in out and "utilisation.embed = 0.4" in out
+
+
+def test_a_compute_budget_plans_equal_steps_for_every_pool_under_each_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["train"]["defaults"]["samples_seen"] = 51_200
+    config["train"]["seeds"] = [0, 1, 2]
+    path = tmp_path / "budget.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["plan", "--config", str(path), "--samples", "100000", "--gpu", "A100-80GB", "--out", "plan"]) == 0
+    rows = {row["what"]: row for row in json.loads((tmp_path / "plan" / "plan.json").read_text())["rows"]
+            if row["stage"] == "train"}  # fmt: skip
+    assert set(rows) == set(config["train"]["runs"])
+    # Pools of different sizes, the same 100 steps of 512 under each of three seeds.
+    assert {row["items"] for row in rows.values()} == {51_200 * 3}
+    assert len({round(row["seconds"]["A100-80GB"], 9) for row in rows.values()}) == 1
+    assert all(row["note"].startswith("100 steps of 512") and "× 3 seeds" in row["note"] for row in rows.values())

@@ -29,6 +29,7 @@ def small_demo(deb_cache: Path) -> dict:
     # The demo's curation sweep; the feature runs of the tiny test add jobs, not cluster coverage.
     for run in ("negatives", "multi"):
         del config["train"]["runs"][run]
+    config["train"]["seeds"] = None
     return config
 
 
@@ -117,7 +118,7 @@ def test_small_demo_runs_through_slurm_like_locally(slurm_cluster, tracking_serv
         decisions = f"curate/pools/{pool}/decisions.parquet"
         pd.testing.assert_frame_equal(pd.read_parquet(cluster_results / decisions),
                                       pd.read_parquet(local_results / decisions))  # fmt: skip
-    for path in ("train/basic/model.safetensors", "curate/alignment/basic.parquet", "beton/pool.parquet"):
+    for path in ("train/basic/seed-0/model.safetensors", "curate/alignment/basic.parquet", "beton/pool.parquet"):
         assert (cluster_results / path).read_bytes() == (local_results / path).read_bytes(), path
 
     # Every job logged its run to the tracking server over HTTP, none to a sqlite file of its own.

@@ -94,7 +94,7 @@ def test_encoder_implementations_depend_on_the_contract_never_the_reverse():
 
 def test_every_subcommand_is_one_stage_module():
     found = stages()
-    assert len(found) == len(STAGES) == len({stage.name for stage in found}) == 21
+    assert len(found) == len(STAGES) == len({stage.name for stage in found}) == 22
     for module, stage in zip(STAGES, found):
         assert module.endswith(f".{stage.name.replace('-', '_')}_stage"), module
     cli = (SRC / "vlalign" / "cli.py").read_text()

@@ -42,11 +42,12 @@ def test_demo_dag_dry_run(tmp_path):
     assert not (tmp_path / "results").exists()  # a dry run writes nothing, MLflow's store included
     # The probing matrix (3 vision x 2 text encoders) adds embeddings of the pool, the retrieval split and, for
     # the vision encoders, the zero-shot sets; each store is embedded once for every cell and run.
-    assert job_counts(result.stdout) == {"download": 4, "measure_samples": 2, "measure": 1, "select": 4,
+    # Two planted sources derive from two downloads; every pool is audited; four runs under three seeds.
+    assert job_counts(result.stdout) == {"download": 6, "measure_samples": 2, "measure": 1, "select": 4,
                                          "curated_shards": 8, "score_alignment": 1, "convert": 3,
                                          "convert_partition": 2, "gather_pool_table": 1, "semdedup": 1, "embed": 16,
-                                         "train": 4, "probe": 6, "vision_probe": 3, "probe_matrix": 1, "evaluate": 4,
-                                         "report": 1, "all": 1, "total": 63}  # fmt: skip
+                                         "train": 12, "probe": 6, "vision_probe": 3, "probe_matrix": 1,
+                                         "evaluate": 12, "audit": 4, "report": 1, "all": 1, "total": 85}  # fmt: skip
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:
@@ -77,7 +78,7 @@ def test_multi_gpu_training_runs_through_torchrun(tmp_path):
     result = snakemake("-n", "-p", "--resources", "gpu=4", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     commands = [line for line in result.stdout.splitlines() if " train --settings" in line]
-    assert len(commands) == 4
+    assert len(commands) == 12  # four runs under three seeds
     assert all("torchrun --standalone --nproc_per_node 4 -m vlalign.cli train" in c for c in commands)
 
 
@@ -117,11 +118,14 @@ def tiny_config(deb_cache: Path) -> dict:
     config["curate"]["filters"]["dedup"]["near"] = False
     config["curate"]["filters"]["decontaminate"]["near"] = False
     config["curate"]["filters"]["balance"]["cap"] = 5
-    config["train"]["defaults"].update(width_factor=1, target_dim=32, batch_size=16, epochs=3, lr=1e-3, val_fraction=0.25)
+    config["train"]["defaults"].update(width_factor=1, target_dim=32, batch_size=16, samples_seen=128, lr=1e-3,
+                                       val_fraction=0.25)  # fmt: skip
     config["train"]["runs"]["negatives"] = {"pool": "basic", "hard_negatives": True}
     # Tux Paint samples carry their category in their metadata: a second caption set to train on.
     config["captions"] = {"extra": ["category"]}
     config["train"]["runs"]["multi"] = {"pool": "basic", "multi_positive": True}
+    # Every run under two seeds: the report's means and intervals over seeds, MLflow's group runs.
+    config["train"]["seeds"] = [0, 1]
     return config
 
 
@@ -143,11 +147,12 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     assert "eval_fashion_mnist.zeroshot_top1_accuracy" in table.columns
     assert table.loc[sorted(runs), "eval_shapes.caption_selection_accuracy"].between(0, 1).all()
     assert table.loc[sorted(runs), "eval_shapes.winoground_group_score"].between(0, 1).all()
-    for path in ("train/basic/model.safetensors", "train/basic/model.json", "train/basic/curves.png",
+    for path in ("train/basic/seed-0/model.safetensors", "train/basic/seed-1/model.json", "train/basic/seed-0/curves.png",
                  "curate/measurements.parquet", "curate/pools/aligned/decisions.parquet",
-                 "curate/alignment/basic.parquet", "beton/pool/tuxpaint/part-0000.beton", "beton/pool.parquet",
-                 "download/tuxpaint/part-0000/manifest.parquet", "curate/measured/tuxpaint/part-0000.parquet",
-                 "curate/shards/basic/tuxpaint/part-0000/shard-000000.tar"):  # fmt: skip
+                 "curate/alignment/basic.parquet", "beton/pool/planted_tuxpaint/part-0000.beton", "beton/pool.parquet",
+                 "download/tuxpaint/part-0000/manifest.parquet", "download/planted_tuxpaint/part-0000/planted.parquet",
+                 "curate/measured/planted_tuxpaint/part-0000.parquet", "curate/audit/balanced/audit.png",
+                 "curate/shards/basic/planted_tuxpaint/part-0000/shard-000000.tar", "report/comparisons.csv"):  # fmt: skip
         assert (results / path).stat().st_size > 0, path
     # The bootstrap: the `basic` run's aligner scored the pool, and `aligned` dropped its worst pairs.
     basic = pd.read_parquet(results / "curate/pools/basic/decisions.parquet")
@@ -169,23 +174,39 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     report_html = (results / "report" / "report.html").read_text()
     for section in ("Training curves", "Curation effect", "Probing matrix"):
         assert f"<h2>{section}</h2>" in report_html
-    assert report_html.count("data:image/png;base64,") == 5  # comparison, curves, curation, heat map, scatter
-    for bench in ("download/tuxpaint.part-0000.tsv", "embed/pool/efficientnet_lite0.tsv", "train/basic.tsv"):
+    # Comparison, curves, curation, an audit per pool, heat map, scatter.
+    assert report_html.count("data:image/png;base64,") == 9
+    # The sweep's pools differ one from the next, and the planted noise is found: every exact copy is caught.
+    kept = [set(pd.read_parquet(results / f"curate/pools/{pool}/decisions.parquet").query("kept").key)
+            for pool in ("raw", "basic", "aligned", "balanced")]  # fmt: skip
+    assert all(a != b for a, b in zip(kept, kept[1:]))
+    audit = json.loads((results / "curate/audit/basic/audit.json").read_text())
+    assert audit["samples"]["exact_copy"] > 0 and audit["recall"]["exact_copy"]["recall"] == 1.0
+    assert 0 <= audit["alignment"]["auc"] <= 1
+    for bench in ("download/tuxpaint.part-0000.tsv", "embed/pool/efficientnet_lite0.tsv", "train/basic/seed-1.tsv"):
         assert (results / "benchmarks" / bench).exists()
 
     client = mlflow.MlflowClient(f"sqlite:///{results.parent / 'mlflow.db'}")  # one store for every experiment
     runs = client.search_runs([client.get_experiment_by_name("vlalign-test").experiment_id], max_results=1000)
     by_rule = pd.Series([r.data.tags["rule"] for r in runs]).value_counts().to_dict()
-    assert by_rule == {"download": 4, "measure_samples": 2, "measure": 1, "select": 4, "curated_shards": 8, "score": 1,
+    assert by_rule == {"download": 6, "audit": 4, "measure_samples": 2, "measure": 1, "select": 4, "curated_shards": 8, "score": 1,
                        "semdedup": 1, "convert": 5, "embed": 15,
-                       "negatives": 1, "train": 6, "probe": 4, "vision_probe": 2, "probe_matrix": 1, "evaluate": 6,
-                       "report": 1, "snakemake": 1}  # fmt: skip
-    # The invocation's run groups every rule run of it.
+                       "negatives": 1, "train": 12, "group": 6, "probe": 4, "vision_probe": 2, "probe_matrix": 1,
+                       "evaluate": 12, "report": 1, "snakemake": 1}  # fmt: skip
+    # The invocation's run groups every rule run of it; a run's trainings under its seeds are grouped under one
+    # run of the configuration, itself under the invocation's.
     (parent,) = [r for r in runs if r.data.tags["rule"] == "snakemake"]
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["rule_runs"] == parent.data.metrics["rule_runs_finished"] == len(runs) - 1
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id
-               and r.data.tags["workflow_run"] == parent.info.run_name for r in runs if r is not parent)  # fmt: skip
+    assert parent.data.metrics["rule_runs"] == parent.data.metrics["rule_runs_finished"] == len(runs) - 1 - 6
+    groups = {r.info.run_id: r for r in runs if r.data.tags["rule"] == "group"}
+    assert all(r.data.tags["workflow_run"] == parent.info.run_name for r in runs if r is not parent)
+    for r in runs:
+        if r.data.tags["rule"] == "train":
+            group = groups[r.data.tags["mlflow.parentRunId"]]
+            assert group.info.run_name == f"train {r.data.tags['wildcard.run']}"
+            assert group.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        elif r is not parent and r.info.run_id not in groups:
+            assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
     categories = open_embeddings(results / "embeddings" / "pool_captions" / "category" / "minilm_l6")
     assert categories.meta["source"].endswith("#category")
     pool_keys = set(open_embeddings(results / "embeddings" / "pool" / "minilm_l6").keys)
@@ -194,9 +215,13 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
     negatives = pd.read_parquet(results / "negatives" / "pool.parquet")
     assert len(negatives) > 0 and set(negatives["rule"]) <= {"swap_attributes", "swap_colour", "change_count",
                                                              "flip_relation"}  # fmt: skip
-    assert json.loads((results / "train" / "negatives" / "model.json").read_text())["train"]["hard_negatives"]
+    assert json.loads((results / "train" / "negatives" / "seed-0" / "model.json").read_text())["train"]["hard_negatives"]
+    seeds = [json.loads((results / "train" / "basic" / f"seed-{s}" / "model.json").read_text())["train"]["seed"]
+             for s in (0, 1)]  # fmt: skip
+    assert seeds == [0, 1]
     assert all(r.info.status == "FINISHED" for r in runs)
-    train_run = next(r for r in runs if r.data.tags["rule"] == "train" and r.data.tags["wildcard.run"] == "basic")
+    train_run = next(r for r in runs if r.data.tags["rule"] == "train" and r.data.tags["wildcard.run"] == "basic"
+                     and r.data.tags["wildcard.seed"] == "1")  # fmt: skip
     assert "eval_tuxpaint.mean_recall_at_10" in train_run.data.metrics  # evaluation logged onto its model's run
     assert client.get_metric_history(train_run.info.run_id, "loss")
     # What a model was trained on, as MLflow datasets; the model itself, and the evaluation that read it.
@@ -205,13 +230,14 @@ def test_end_to_end_on_tiny_fixture(deb_cache, tmp_path):
         "curate/pools/basic/decisions.parquet", "embeddings/pool/efficientnet_lite0", "embeddings/pool/minilm_l6"]
     assert {t.value for i in basic.inputs.dataset_inputs for t in i.tags} == {"training"}
     (model,) = basic.outputs.model_outputs
-    evaluation = next(r for r in runs if r.data.tags["rule"] == "evaluate" and r.data.tags["wildcard.run"] == "basic")
+    evaluation = next(r for r in runs if r.data.tags["rule"] == "evaluate" and r.data.tags["wildcard.run"] == "basic"
+                      and r.data.tags["wildcard.seed"] == "1")  # fmt: skip
     assert [m.model_id for m in client.get_run(evaluation.info.run_id).inputs.model_inputs] == [model.model_id]
     embed = next(r for r in runs if r.info.run_name == "embed-pool-efficientnet_lite0")
     # The pool is converted per download partition (one each here); embed read each partition's .beton.
-    convert = next(r for r in runs if r.info.run_name == "convert-pool-tuxpaint-0000")
+    convert = next(r for r in runs if r.info.run_name == "convert-pool-planted_tuxpaint-0000")
     beton = next(i.dataset for i in client.get_run(embed.info.run_id).inputs.dataset_inputs
-                 if i.dataset.name == "beton/pool/tuxpaint/part-0000.beton")  # fmt: skip
+                 if i.dataset.name == "beton/pool/planted_tuxpaint/part-0000.beton")  # fmt: skip
     assert beton.digest == convert.data.tags["output.beton.fingerprint"]
 
     # Snakemake's HTML report registers the figures and the results table.

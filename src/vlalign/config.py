@@ -44,8 +44,10 @@ def _resolve_derived_defaults(config: dict, name: str | None) -> None:
     if config["deb_cache"] is None:
         config["deb_cache"] = str(Path(config["results_dir"]) / "debs")
     if config["curate"]["sources"] is None:
+        # A planted source stands in for its `from`, whose samples it holds under the same keys.
+        planted_from = {s.get("from") for s in config["sources"].values() if s["type"] == "planted"}
         config["curate"]["sources"] = [n for n, s in config["sources"].items() if s["eval_fraction"] < 1
-                                       and s["type"] not in _evaluation_types()]  # fmt: skip
+                                       and s["type"] not in _evaluation_types() and n not in planted_from]  # fmt: skip
         if not config["curate"]["sources"]:
             raise ConfigError("curate.sources: no source has a train split (every eval_fraction is 1); "
                               "add a training source or lower an eval_fraction")  # fmt: skip
@@ -108,7 +110,7 @@ def _input_problems(config: dict) -> list[str]:
 def _check_overrides(config: dict, validator) -> None:
     """Run overrides and probe settings use the train settings' keys; check each merged set."""
     settings_validator = validator.evolve(schema={"$defs": load_schema()["$defs"], "$ref": "#/$defs/train_settings"})
-    overrides = {f"train.runs.{name}": {k: v for k, v in o.items() if k != "pool"}
+    overrides = {f"train.runs.{name}": {k: v for k, v in o.items() if k not in RUN_KEYS}
                  for name, o in config["train"]["runs"].items()}  # fmt: skip
     if probing(config):
         overrides["probe.settings"] = config["probe"]["settings"]
@@ -149,6 +151,11 @@ def _check_references(config: dict) -> None:
     for run in runs:
         if train_settings(config, run)["multi_positive"] and not config["captions"]["extra"]:
             problems.append(f"train.runs.{run}.multi_positive: needs caption sets under captions.extra")
+    baselines = [(f"train.runs.{r}.baseline", runs[r]["baseline"]) for r in runs if runs[r].get("baseline")]
+    baselines += [("train.baseline", config["train"]["baseline"])] if config["train"]["baseline"] else []
+    for key, baseline in baselines:
+        if baseline not in runs:
+            problems.append(f"{key}: {baseline!r} is not defined under train.runs ({sorted(runs)})")
     pool_refs = [(f"train.runs.{r}.pool", run_pool(config, r)) for r in runs]
     pool_refs += [("probe.pool", config["probe"]["pool"])] if probing(config) else []
     for key, pool in pool_refs:
@@ -172,6 +179,9 @@ def _check_references(config: dict) -> None:
             problems.append(f"curate.sources: {name!r} is not defined under sources")
         elif sources[name]["eval_fraction"] >= 1:
             problems.append(f"curate.sources: {name!r} has eval_fraction 1, so no train split")
+    for name, source in sources.items():
+        if source["type"] == "planted":
+            problems += _planted_references(name, source, sources, config["curate"]["sources"])
     eval_refs = [("evaluate.retrieval", n) for n in config["evaluate"]["retrieval"]]
     eval_refs += [("evaluate.zeroshot", n) for n in config["evaluate"]["zeroshot"]]
     eval_refs += [("evaluate.compositional", n) for n in config["evaluate"]["compositional"]]
@@ -222,10 +232,52 @@ def eval_sources(config: dict) -> list[str]:
     return sorted(set(names + ([config["probe"]["eval_source"]] if probing(config) else [])))
 
 
-def train_settings(config: dict, run: str) -> dict:
-    """The settings of one training run: `train.defaults` overridden by `train.runs[run]` (less its pool)."""
-    overrides = {k: v for k, v in config["train"]["runs"][run].items() if k != "pool"}
-    return {**config["train"]["defaults"], **overrides}
+# Keys of a `train.runs` entry that are not training settings.
+RUN_KEYS = ("pool", "baseline")
+
+
+def _planted_references(name: str, source: dict, sources: dict, pool_sources: list[str]) -> list[str]:
+    """A planted source derives from sources that must exist and have the splits it reads, and never shares a
+    pool with its `from` (the same samples under the same keys)."""
+    problems = []
+    origin = source["from"]
+    if origin not in sources:
+        problems.append(f"sources.{name}.from: {origin!r} is not defined under sources")
+    elif sources[origin]["eval_fraction"] >= 1:
+        problems.append(f"sources.{name}.from: {origin!r} has eval_fraction 1, so no train split to plant into")
+    elif name in pool_sources and origin in pool_sources:
+        problems.append(f"curate.sources: {name!r} holds {origin!r}'s samples under the same keys; list one of them")
+    for other in source["eval_from"]:
+        if other not in sources:
+            problems.append(f"sources.{name}.eval_from: {other!r} is not defined under sources")
+        elif sources[other]["eval_fraction"] <= 0:
+            problems.append(f"sources.{name}.eval_from: {other!r} has eval_fraction 0, so no eval split to copy")
+    return problems
+
+
+def train_settings(config: dict, run: str, seed: int | None = None) -> dict:
+    """The settings of one training run: `train.defaults` overridden by `train.runs[run]` (less its pool and
+    baseline), under `seed` when given (one of `run_seeds`)."""
+    overrides = {k: v for k, v in config["train"]["runs"][run].items() if k not in RUN_KEYS}
+    return {**config["train"]["defaults"], **overrides, **({"seed": seed} if seed is not None else {})}
+
+
+def run_seeds(config: dict, run: str) -> list[int]:
+    """The seeds a run is trained under: `train.seeds`, or the run's own `seed`."""
+    return list(config["train"]["seeds"] or [train_settings(config, run)["seed"]])
+
+
+def run_instances(config: dict) -> list[tuple[str, int]]:
+    """Every (run, seed) trained: one training job, one MLflow run and one evaluation each."""
+    return [(run, seed) for run in config["train"]["runs"] for seed in run_seeds(config, run)]
+
+
+def run_baseline(config: dict, run: str) -> str | None:
+    """The run `run` is compared with in the report: its own `baseline` (None when it names none), else
+    `train.baseline`, else the first run; None for that run itself."""
+    runs = config["train"]["runs"]
+    baseline = runs[run]["baseline"] if "baseline" in runs[run] else config["train"]["baseline"] or next(iter(runs))
+    return None if baseline == run else baseline
 
 
 def run_pool(config: dict, run: str) -> str:

@@ -1,6 +1,6 @@
 """A trained run folder as a self-contained model: raw images and texts in, aligned embeddings out.
 
-`vlalign train` writes results/train/{run}/: model.safetensors (alignment layers), model.json
+`vlalign train` writes results/{experiment}/train/{run}/seed-{seed}/: model.safetensors (alignment layers), model.json
 (their settings, the two frozen encoders' config entries and, under "towers", how each encoder
 was resolved at embed time: preprocessing, pooling, precision) and a model card README.md.
 `load_model` rebuilds the frozen encoders from that record and runs the whole chain.
@@ -79,6 +79,10 @@ def model_card(run: str, info: dict, final: dict) -> str:
     only = "; text side only, images keep their normalised features" if settings["text_only"] else ""
     bound = f"at most {image['max_resolution']} px" if image["max_resolution"] else "size not recorded"
     losses = ", ".join(f"{k} {final[k]:.4f}" for k in ("train_loss", "val_loss") if k in final)
+    trained = info["training"]
+    kept = (f"the weights of step {trained['kept_step']}, the lowest validation loss ({trained['best_val_loss']:.4f})"
+            if trained["keep"] == "best_val" else "the last step's weights")
+    stopped = ", stopped early" if trained["stopped_early"] else ""
     lines = [
         f"# vlalign model `{run}`",
         "",
@@ -97,7 +101,9 @@ def model_card(run: str, info: dict, final: dict) -> str:
         "## Training",
         "",
         f"{info['train_pairs']} image-caption pairs of the curated pool `{pool}` (`{info['pool_decisions']}`).",
-        f"Final losses: {losses or 'none recorded'} (curves.csv, curves.png).",
+        (f"{trained['steps']} optimiser steps ({trained['samples_seen']} pairs seen, {trained['epochs_seen']:.2f} "
+         f"epochs{stopped}); kept {kept}."),
+        f"Losses at the last step: {losses or 'none recorded'} (curves.csv, curves.png).",
         "",
         *_table({**settings, **info["train"]}),
         "",
@@ -106,7 +112,7 @@ def model_card(run: str, info: dict, final: dict) -> str:
         "```python",
         "import vlalign",
         "",
-        f'model = vlalign.load_model("results/train/{run}")  # this folder',
+        f'model = vlalign.load_model("results/<experiment>/train/{run}/seed-{info["train"]["seed"]}")  # this folder',
         'images = model.encode_image(["photo.jpg"])  # PIL images, paths or uint8 N x 3 x H x W',
         'texts = model.encode_text(["a photo of a cat", "a drawing of a house"])',
         "print(model.similarity(images, texts))  # cosine; probabilities=True for SigLIP probabilities",

@@ -23,6 +23,7 @@ STAGES = (
     "vlalign.curate.measure_samples_stage",
     "vlalign.curate.measure_stage",
     "vlalign.curate.select_stage",
+    "vlalign.curate.audit_stage",
     "vlalign.curate.curated_shards_stage",
     "vlalign.curate.score_stage",
     "vlalign.curate.semdedup_stage",
@@ -90,15 +91,15 @@ def stage_settings_json(config: dict, name: str, **wildcards: str) -> str:
     return json.dumps(stage_settings(config, find_stage(name), **wildcards), sort_keys=True, separators=(",", ":"))
 
 
-def track(rule: str, settings: dict, **wildcards: str):
-    """The MLflow run of one stage execution (see `vlalign.tracking.stage_run`)."""
+def track(rule: str, settings: dict, group: str | None = None, **wildcards: str):
+    """The MLflow run of one stage execution (see `vlalign.tracking.stage_run`), under `group`'s run if given."""
     from vlalign.schema import default
     from vlalign.tracking import stage_run
 
     # Settings made by hand (tests, notebooks) may leave out where the default store lives.
     results_dir = settings.get("results_dir") or default("results_dir")
     return stage_run(rule, settings, experiment=settings["experiment"], tracking_uri=settings["tracking_uri"],
-                     wildcards=wildcards, results_dir=results_dir)  # fmt: skip
+                     wildcards=wildcards, results_dir=results_dir, group=group)  # fmt: skip
 
 
 def print_summary(stage: str, summary: dict) -> None:

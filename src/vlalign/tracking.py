@@ -233,8 +233,28 @@ def _workflow_tags(client, experiment_id: str) -> dict:
     return {"mlflow.parentRunId": parent_id, WORKFLOW_RUN_TAG: parent.data.tags.get(WORKFLOW_RUN_TAG, parent_id)}
 
 
-def _create_run(uri: str, experiment: str, name: str, tags: dict, nest: bool = False):
-    """(client, new RUNNING run) in `experiment` at `uri`; with `nest`, under the current Snakemake invocation."""
+GROUP_TAG = "group"  # on the run that holds the runs of one configuration under several seeds
+
+
+def _group_run_id(client, experiment_id: str, group: str, workflow_tags: dict) -> str:
+    """The run grouping `group`'s runs under the current invocation (or outside any), made by the first of them.
+    A finished container: its children carry the status. Under the store lock the look-up and creation are one
+    step for a sqlite store; jobs racing on a tracking server may make two groups of one configuration, which
+    the `group` tag still joins."""
+    query = f"tags.{GROUP_TAG} = '{group}' and tags.rule = 'group'"
+    if WORKFLOW_RUN_TAG in workflow_tags:
+        query += f" and tags.{WORKFLOW_RUN_TAG} = '{workflow_tags[WORKFLOW_RUN_TAG]}'"
+    found = client.search_runs([experiment_id], query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(experiment_id, run_name=group, tags={**workflow_tags, GROUP_TAG: group, "rule": "group"})
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    return run.info.run_id
+
+
+def _create_run(uri: str, experiment: str, name: str, tags: dict, nest: bool = False, group: str | None = None):
+    """(client, new RUNNING run) in `experiment` at `uri`; with `nest`, under the current Snakemake invocation,
+    and with `group`, under that configuration's group run (see `_group_run_id`)."""
     from mlflow import MlflowClient
 
     for variable, value in HTTP_DEFAULTS.items():
@@ -242,8 +262,11 @@ def _create_run(uri: str, experiment: str, name: str, tags: dict, nest: bool = F
     with _store_lock(uri):
         client = MlflowClient(tracking_uri=uri)
         experiment_id = _experiment_id(client, experiment, uri)
-        if nest:
-            tags = {**tags, **_workflow_tags(client, experiment_id)}
+        workflow_tags = _workflow_tags(client, experiment_id) if nest else {}
+        tags = {**tags, **workflow_tags}
+        if group is not None:
+            tags = {**tags, GROUP_TAG: group, "mlflow.parentRunId": _group_run_id(client, experiment_id, group,
+                                                                                  workflow_tags)}  # fmt: skip
         return client, client.create_run(experiment_id, run_name=name, tags=tags)
 
 
@@ -267,12 +290,13 @@ def start_workflow_run(config: dict, targets: list[str], jobs: int) -> str | Non
     return run.info.run_id
 
 
-def _child_runs(client, run) -> list:
+def _rule_runs(client, run) -> list:
+    """The rule runs of an invocation's run: nested under it, or under a group run nested under it."""
+    query = f"tags.{WORKFLOW_RUN_TAG} = '{run.data.tags.get(WORKFLOW_RUN_TAG, run.info.run_id)}'"
     runs, token = [], None
     while True:
-        page = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'",
-                                  max_results=1000, page_token=token)  # fmt: skip
-        runs.extend(page)
+        page = client.search_runs([run.info.experiment_id], query, max_results=1000, page_token=token)
+        runs.extend(r for r in page if r.info.run_id != run.info.run_id and r.data.tags.get("rule") != "group")
         if not (token := page.token):
             return runs
 
@@ -289,7 +313,7 @@ def end_workflow_run(config: dict, succeeded: bool) -> None:
         from mlflow.entities import Metric
 
         client = MlflowClient(tracking_uri=uri)
-        statuses = [child.info.status for child in _child_runs(client, client.get_run(run_id))]
+        statuses = [child.info.status for child in _rule_runs(client, client.get_run(run_id))]
         counts = {"rule_runs": len(statuses), **{f"rule_runs_{status.lower()}": statuses.count(status)
                                                  for status in ("FINISHED", "FAILED", "RUNNING")}}  # fmt: skip
         now = int(time.time() * 1000)
@@ -309,10 +333,12 @@ def stage_run(
     wildcards: dict | None = None,
     run_name: str | None = None,
     results_dir: str | os.PathLike = "results",
+    group: str | None = None,
 ) -> Iterator[StageRun]:
     """Open an MLflow run for one stage execution; it ends FINISHED, or FAILED if the block raises.
 
-    Under a Snakemake invocation (see `start_workflow_run`) the run nests under the invocation's run."""
+    Under a Snakemake invocation (see `start_workflow_run`) the run nests under the invocation's run; with
+    `group` (one configuration's runs under several seeds), under the group's run, itself under the invocation's."""
     uri = resolve_tracking_uri(tracking_uri, results_dir)
     wildcards = wildcards or {}
     tags = {
@@ -325,7 +351,7 @@ def stage_run(
     name = run_name or "-".join([rule, *map(str, wildcards.values())])
     run = StageRun(None, None, uri)
     try:
-        client, created = _create_run(uri, experiment, name, tags, nest=True)
+        client, created = _create_run(uri, experiment, name, tags, nest=True, group=group)
         # Inputs are named by their path in the experiment's folder (vlalign.config.experiment_dir).
         run = StageRun(client, created.info.run_id, uri, root=Path(results_dir) / experiment)
         run.log_params(settings)

@@ -8,7 +8,9 @@ from vlalign.config import (
     eval_sources,
     experiment_dir,
     probe_encoders,
+    run_instances,
     run_pool,
+    run_seeds,
     scoring_run,
     train_settings,
     validate_config,
@@ -41,6 +43,8 @@ EVAL_SOURCES = eval_sources(config)
 EVAL_DATASETS = {eval_dataset(s): s for s in EVAL_SOURCES}
 DATASETS = ["pool", *EVAL_DATASETS]
 RUNS = list(config["train"]["runs"])
+# Every (run, seed) trained and evaluated: `train/{run}/seed-{seed}`.
+RUN_INSTANCES = run_instances(config)
 POOLS = list(config["curate"]["pools"])
 
 
@@ -51,6 +55,7 @@ wildcard_constraints:
     image_encoder="|".join(config["encoders"]),
     text_encoder="|".join(config["encoders"]),
     run="|".join(RUNS),
+    seed=r"\d+",
     pool="|".join(POOLS),
     part=r"\d+",
     partition=r"\d{4}",
@@ -74,6 +79,16 @@ def stage_argv(stage, arguments):
     ]
 
 
+def trained(run, seed=None):
+    """The folder of a run trained under `seed` (None: its first seed, the one that scores alignment)."""
+    return result(f"train/{run}/seed-{run_seeds(config, run)[0] if seed is None else seed}")
+
+
+def instance_paths(pattern):
+    """`pattern` (with {run} and {seed}) for every (run, seed) of the experiment."""
+    return [result(pattern.format(run=run, seed=seed)) for run, seed in RUN_INSTANCES]
+
+
 def embed_arguments(wildcards, input, output):
     """The pool's every partition .beton, or an eval set's one."""
     return ["--encoder", wildcards.encoder, "--dataset", wildcards.dataset, "--beton", *input.betons,
@@ -82,8 +97,11 @@ def embed_arguments(wildcards, input, output):
 
 def download_input(wildcards):
     """The URL table (every file of a sharded one), image folder or benchmark folder of the source, so editing it
-    re-runs the download."""
-    return source_paths(config["sources"][wildcards.source])
+    re-runs the download; for a planted source, the downloads it is made from."""
+    source = config["sources"][wildcards.source]
+    if source["type"] == "planted":
+        return downloads(dict.fromkeys([source["from"], *source["eval_from"]]))
+    return source_paths(source)
 
 
 def partition_input(wildcards):
@@ -157,6 +175,25 @@ def select_input(wildcards):
 
 def curated_pool(pool):
     return result(f"curate/pools/{pool}")
+
+
+# The pool's planted sources: when it has any, every curated pool's filters are audited against their truth.
+PLANTED_SOURCES = [s for s in config["curate"]["sources"] if config["sources"][s]["type"] == "planted"]
+
+
+def audits():
+    """The audit of every curated pool, or none when the pool has no planted source."""
+    return [result(f"curate/audit/{pool}/audit.json") for pool in POOLS] if PLANTED_SOURCES else []
+
+
+def audit_input(wildcards):
+    """The pool's decisions, the planted sources' downloads (their planted.parquet) and, when a pool is scored by the
+    alignment filter's run, its scores: a pool without the filter is audited at the cut the filter would make."""
+    inputs = {"selected": curated_pool(wildcards.pool), "planted": downloads(PLANTED_SOURCES)}
+    scorer = next((run for run in (scoring_run(config, pool) for pool in POOLS) if run), None)
+    if scorer is not None:
+        inputs["scores"] = result(f"curate/alignment/{scorer}.parquet")
+    return inputs
 
 
 def curated_shards():

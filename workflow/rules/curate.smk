@@ -54,7 +54,7 @@ rule measure:
 
 rule score_alignment:
     input:
-        checkpoint=result("train/{run}"),
+        checkpoint=lambda wildcards: trained(wildcards.run),
         image=embeddings("pool", IMAGE_ENCODER),
         text=embeddings("pool", TEXT_ENCODER),
     output:

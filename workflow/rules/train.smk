@@ -13,7 +13,7 @@ rule train:
         ),
     output:
         report(
-            directory(result("train/{run}")),
+            directory(result("train/{run}/seed-{seed}")),
             patterns=["{name}.png"],
             caption="../report/train.rst",
             category="Training",
@@ -32,9 +32,9 @@ rule train:
     resources:
         gpu=config["train"]["gpus"],
     log:
-        result("logs/train/{run}.log"),
+        result("logs/train/{run}/seed-{seed}.log"),
     benchmark:
-        result("benchmarks/train/{run}.tsv")
+        result("benchmarks/train/{run}/seed-{seed}.tsv")
     conda:
         "../../envs/vlalign.yaml"
     shell:

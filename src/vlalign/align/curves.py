@@ -10,7 +10,8 @@ from vlalign.figures import pyplot, save_figure
 
 
 def plot_training_curves(history: list[dict], path: Path, title: str = "training") -> None:
-    """Loss (train per step, validation per epoch), logit scale and bias, learning rate against step."""
+    """Loss (train per step, validation where evaluated), logit scale and bias, learning rate against step; a
+    vertical line marks the step whose weights the run kept (`kept_step`, recorded at its last step)."""
     plt = pyplot()
     frame = pd.DataFrame(history)
     steps = frame.dropna(subset=["loss"]) if "loss" in frame else frame.iloc[0:0]
@@ -18,7 +19,12 @@ def plot_training_curves(history: list[dict], path: Path, title: str = "training
     axes[0].plot(steps["step"], steps["loss"], label="train (per step)", linewidth=1)
     if "val_loss" in frame:
         val = frame.dropna(subset=["val_loss"])
-        axes[0].plot(val["step"], val["val_loss"], "o-", label="validation (per epoch)")
+        axes[0].plot(val["step"], val["val_loss"], "o-", label="validation")
+    if "kept_step" in frame and frame["kept_step"].notna().any():
+        kept = int(frame["kept_step"].dropna().iloc[-1])
+        for axis in axes:
+            axis.axvline(kept, color="tab:green", linestyle="--", linewidth=1,
+                         label=f"kept (step {kept})" if axis is axes[0] else None)  # fmt: skip
     axes[0].set(xlabel="step", ylabel="loss", title="loss")
     axes[0].legend()
     axes[1].plot(steps["step"], steps["logit_scale"], label="logit scale (exp)")

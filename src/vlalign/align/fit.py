@@ -42,8 +42,10 @@ def fit_pool(settings: dict, image_embeddings: str, text_embeddings: str, pool_d
 
 
 def save_fit(fit: PoolFit, out: Path, settings: dict, pool_decisions: str) -> None:
-    """model.safetensors and model.json (with both encoders' config entries and the pool), and curves.csv."""
+    """model.safetensors and model.json (with both encoders' config entries, the pool and what the training did:
+    its steps, samples seen and which step's weights it kept), and curves.csv."""
     extra = {"encoders": settings["encoders"], "image_dim": int(fit.image_dim), "text_dim": int(fit.text_dim),
-             "train_pairs": len(fit.keys), "pool_decisions": str(pool_decisions)}  # fmt: skip
+             "train_pairs": len(fit.keys), "pool_decisions": str(pool_decisions),
+             "training": fit.result.summary}  # fmt: skip
     save_checkpoint(out, fit.result.model, extra)
     pd.DataFrame(fit.result.history).to_csv(out / "curves.csv", index=False)

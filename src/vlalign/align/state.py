@@ -35,12 +35,14 @@ def _is_state_entry(path: Path) -> bool:
 
 
 def write_state(state_dir: str | os.PathLike, model, optimizer, scheduler, device: torch.device,
-                progress: dict, history: list[dict]) -> Path:
-    """Save a state named after progress["step"] and remove the older ones; returns its folder."""
+                progress: dict, history: list[dict], best_weights: dict | None = None) -> Path:
+    """Save a state named after progress["step"] and remove the older ones; returns its folder.
+
+    `best_weights`: the state dict that model selection keeps so far (None when it keeps none)."""
     state_dir = Path(state_dir)
     folder = state_dir / f"{PREFIX}{progress['step']:09d}"
     tensors = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-               "torch_rng": torch.get_rng_state(), "history": history}
+               "torch_rng": torch.get_rng_state(), "history": history, "best_weights": best_weights}
     if device.type == "cuda":
         tensors["cuda_rng"] = torch.cuda.get_rng_state(device)
     with atomic_dir(folder) as tmp:
@@ -79,8 +81,10 @@ def read_progress(folder: str | os.PathLike) -> dict:
     return progress
 
 
-def restore_state(folder: str | os.PathLike, model, optimizer, scheduler, device: torch.device) -> list[dict]:
-    """Load weights, optimiser and scheduler state and the torch RNGs saved in `folder`; returns the history."""
+def restore_state(folder: str | os.PathLike, model, optimizer, scheduler, device: torch.device
+                  ) -> tuple[list[dict], dict | None]:  # fmt: skip
+    """Load weights, optimiser and scheduler state and the torch RNGs saved in `folder`; returns the history and
+    the best weights saved with it (on the CPU; None when there were none)."""
     folder = Path(folder)
     saved, _ = load_checkpoint(folder, device)
     model.load_state_dict(saved.state_dict())
@@ -99,4 +103,4 @@ def restore_state(folder: str | os.PathLike, model, optimizer, scheduler, device
     torch.set_rng_state(tensors["torch_rng"])
     if device.type == "cuda" and "cuda_rng" in tensors:
         torch.cuda.set_rng_state(tensors["cuda_rng"], device)
-    return tensors["history"]
+    return tensors["history"], tensors["best_weights"]

@@ -6,7 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
-from vlalign.config import tower_specs, train_settings
+from vlalign.config import run_seeds, tower_specs, train_settings
 from vlalign.stage import Stage, arg, print_summary, track
 
 # The inputs of a training on a pool, shared with the probe stage.
@@ -18,9 +18,11 @@ POOL_TRAINING_ARGUMENTS = (
 )
 
 
-def settings(config: dict, run: str) -> dict:
+def settings(config: dict, run: str, seed: str | int | None = None) -> dict:
     # The .beton's image bound goes into the exported model: load_model prepares images alike.
-    return {"train": train_settings(config, run), "device": config["train"]["device"], "encoders": tower_specs(config),
+    seed = run_seeds(config, run)[0] if seed is None else int(seed)
+    return {"train": train_settings(config, run, seed), "device": config["train"]["device"],
+            "encoders": tower_specs(config),
             "convert": {"max_resolution": config["convert"]["max_resolution"]}}  # fmt: skip
 
 
@@ -30,6 +32,7 @@ def run(settings: dict, args) -> None:
     from vlalign.io import atomic_dir, work_dir, write_json
     from vlalign.mlflow_model import log_aligner
     from vlalign.model import export_model
+    from vlalign.schema import complete
 
     # Beside the output, not in it: Snakemake deletes a job's outputs before re-running it, and a
     # re-run after a kill resumes from the training state kept here.
@@ -40,7 +43,10 @@ def run(settings: dict, args) -> None:
         # Under torchrun the other ranks lend their GPU to the steps; rank 0 tracks and writes everything.
         fit_pool(*inputs, state_dir=state_dir)
         return
-    with track("train", settings, run=args.run) as tracked:
+    # One MLflow run per seed, under one run of the configuration (whatever its number of seeds: adding a seed
+    # to the config must not change, and so re-run, the trainings already done).
+    seed = complete("train.defaults", settings["train"])["seed"]  # settings made by hand may leave it out
+    with track("train", settings, group=f"train {args.run}", run=args.run, seed=str(seed)) as tracked:
         # What the model is trained on, in the UI's Dataset column: the curated pool first.
         tracked.log_inputs("training", args.pool_decisions, args.image_embeddings, args.text_embeddings,
                            args.negative_embeddings, *args.extra_text_embeddings)  # fmt: skip
@@ -51,7 +57,7 @@ def run(settings: dict, args) -> None:
                 tracked.log_metrics({"resumed_from_step": fit.result.resumed_from_step})
             save_fit(fit, tmp, settings, args.pool_decisions)
             history = fit.result.history
-            plot_training_curves(history, tmp / "curves.png", title=f"training run {args.run}")
+            plot_training_curves(history, tmp / "curves.png", title=f"training run {args.run}, seed {seed}")
             final = {k: v for k, v in history[-1].items() if isinstance(v, (int, float))}
             write_json(tmp / "train_summary.json", final)
             export_model(tmp, args.run, settings, args.image_embeddings, args.text_embeddings, final)
@@ -72,5 +78,5 @@ STAGE = Stage(
         arg("--extra-text-embeddings", nargs="*", default=[],
             help="text embeddings of extra caption sets (multi-positive)"),
     ),
-    settings=settings, wildcards=("run",),
+    settings=settings, wildcards=("run", "seed"),
 )  # fmt: skip

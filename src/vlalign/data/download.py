@@ -23,6 +23,7 @@ from vlalign.data.debian import extract_deb, fetch_deb
 from vlalign.data.folder import folder_items
 from vlalign.data.images import inspect_image
 from vlalign.data.manifest import manifest_frame, manifest_row, mark_unexpected
+from vlalign.data.planted import PlantedSource, planted_problems
 from vlalign.data.shards import Sample, ShardWriter
 from vlalign.data.sources import DEBIAN_SOURCES, SourceItem, deterministic_subset, load_classnames, split_of
 from vlalign.data.url_download import PartitionDownload
@@ -195,6 +196,18 @@ def download_benchmark(name: str, source: dict, target: Target) -> pd.DataFrame:
                        total=len(items))  # fmt: skip
 
 
+def download_planted(name: str, source: dict, target: Target) -> pd.DataFrame:
+    # The sources it is made from were downloaded beside it (the rule's inputs): {downloads}/{source}/part-NNNN/.
+    planted = PlantedSource(name, source, target.out_dir.parent.parent)
+    # Every image is decoded (so a broken one of `from` fails here), but `from` had its own size limits: a copy of
+    # a sample it wrote is not refused for its size.
+    checks = Checks(max_pixels=source["max_pixels"], threads=source["threads"])
+    manifest = write_items(name, planted.items(), source, target, checks, None, planted.provenance,
+                           total=len(planted.truth))  # fmt: skip
+    planted.write_truth(target.out_dir / "planted.parquet", manifest)
+    return manifest
+
+
 def summarize_manifest(manifest: pd.DataFrame, seconds: float = 0.0) -> dict:
     """Counts that always add up: items = ok + failed + skipped."""
     counts = manifest["status"].value_counts()
@@ -243,6 +256,7 @@ class SourceType:
 
 _STREAMED = "not supported for webdataset sources (read once, as a stream)"
 _RENDERED = "not supported for synthetic_compositional sources (`scenes` sets the size)"
+_PLANTED = "not supported for planted sources (they copy every train sample of `from`: subset that source)"
 SOURCE_TYPES: dict[str, SourceType] = {
     **{kind: SourceType(download_debian) for kind in DEBIAN_SOURCES},
     "url_list": SourceType(download_url_list, path="files", required=("path",),
@@ -256,6 +270,8 @@ SOURCE_TYPES: dict[str, SourceType] = {
                              problems=layout_problems),
     "winoground": SourceType(download_benchmark, path="folder", required=("path",), evaluation=True,
                              problems=layout_problems),
+    "planted": SourceType(download_planted, required=("from",), problems=planted_problems,
+                          unsupported={"max_items": _PLANTED, "per_class": _PLANTED}),
 }  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from vlalign.config import (
     probe_settings,
     probing,
     run_pool,
+    run_seeds,
     scoring_run,
     train_settings,
 )
@@ -66,6 +67,15 @@ def _times(value, count):
     return value * count if _known(value, count) else None
 
 
+def _repeat(row: Row, times: int) -> None:
+    """A run's row made to stand for its trainings (or evaluations) under `times` seeds, one after another."""
+    if times == 1:
+        return
+    row.items, row.total_flops = _times(row.items, times), _times(row.total_flops, times)
+    row.seconds = {gpu: _times(seconds, times) for gpu, seconds in row.seconds.items()}
+    row.note = f"{row.note}, × {times} seeds" if row.note else f"× {times} seeds"
+
+
 class Planner:
     """Builds a Plan from a validated config; `samples` overrides the training pool's size in pairs."""
 
@@ -93,6 +103,7 @@ class Planner:
             pairs = _times(self.pool, self.keep[run_pool(config, run)])
             self._train("train", run, train_settings(config, run), config["image_encoder"], config["text_encoder"],
                         pairs)  # fmt: skip
+            _repeat(self.rows[-1], len(run_seeds(config, run)))
         if probing(config):
             image_encoders, text_encoders = probe_encoders(config)
             pairs = _times(self.pool, self.keep[config["probe"]["pool"]])
@@ -338,19 +349,24 @@ class Planner:
         image_dim, text_dim = self._dims(image, text)
         extra = len(self.config["captions"]["extra"]) if settings["multi_positive"] else 0
         step, memory = self._step(settings, image_dim, text_dim, extra)
-        epochs, batch = settings["epochs"], settings["batch_size"]
+        batch, samples_seen = settings["batch_size"], settings["samples_seen"]
+        trained = _times(pairs, 1 - settings["val_fraction"])
+        # A compute budget fixes the steps whatever the pool's size; otherwise the epochs do.
+        epochs = samples_seen / trained if samples_seen and trained else settings["epochs"]
         gpus = self.config["train"]["gpus"] if stage == "train" else 1  # a probe cell runs on one GPU
         key = (f"{settings['head']}x{settings['width_factor']}->{settings['target_dim']} {image_dim}+{text_dim} "
                f"B{batch} {settings['loss']} extra{extra} {settings['precision']}")  # fmt: skip
-        row = Row(stage, run, _times(pairs, epochs), step.total, key=key, peak_memory_bytes=memory.peak_bytes,
+        row = Row(stage, run, samples_seen or _times(pairs, epochs), step.total, key=key,
+                  peak_memory_bytes=memory.peak_bytes,
                   disk_bytes=memory.weights_bytes)  # fmt: skip
         if pairs is None:
             row.seconds = {gpu.name: None for gpu in self.gpus}
             self.rows.append(row)
             return
-        trained, validated = pairs * (1 - settings["val_fraction"]), pairs * settings["val_fraction"]
+        validated = pairs * settings["val_fraction"]
         row.total_flops = epochs * (trained * step.total + validated * sum(step.forward.values()))
-        row.note = f"{math.ceil(trained / batch) * epochs:,} steps of {batch:,}"
+        steps = math.ceil(samples_seen / batch) if samples_seen else math.ceil(trained / batch) * epochs
+        row.note = f"{steps:,} steps of {batch:,}"
         if gpus > 1:
             row.where, row.gpus = f"GPU x {gpus}", gpus
             row.note += " (peak memory as on one GPU: an upper bound, each holds a share of the heads' activations)"
@@ -402,6 +418,7 @@ class Planner:
         total = sum(items) if _known(*items) else None
         for run in self.config["train"]["runs"]:
             self._forward_row("evaluate", run, total)
+            _repeat(self.rows[-1], len(run_seeds(self.config, run)))
 
     def _forward_row(self, stage: str, run: str, items) -> None:
         """Heads applied to stored embeddings (no training): the forward FLOPs of a pair."""

@@ -1,9 +1,11 @@
-"""The report's figures: every run's training curves, the curation effect; how metric columns are labelled."""
+"""The report's figures: the headline bars with their intervals, every run's training curves, the curation effect;
+how metric columns are labelled."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from vlalign.figures import pyplot, save_figure
@@ -14,20 +16,54 @@ def metric_label(column: str, separator: str = " ") -> str:
     return column.replace("_recall_at_", " R@").replace(".", separator)
 
 
-def plot_runs_training_curves(curves: dict[str, pd.DataFrame], path: Path) -> Path:
+def plot_comparison(mean: pd.DataFrame, low: pd.DataFrame, high: pd.DataFrame, train_pairs: pd.Series | None,
+                    path: Path) -> Path | None:  # fmt: skip
+    """Grouped bars of the metrics (columns) per model (rows), each bar's 95 % interval as an error bar (none where
+    `low`/`high`, shaped like `mean`, are NaN), pool sizes in the legend; None when there is nothing to draw."""
+    if mean.empty or mean.columns.empty:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(2.2 * len(mean.columns) + 3, 4.2))
+    width = 0.8 / len(mean)
+    positions = np.arange(len(mean.columns))
+    for i, model in enumerate(mean.index):
+        heights = mean.loc[model].fillna(0).to_numpy(float)
+        # matplotlib leaves out the error bar of a NaN extent: a model without item outcomes has bars only.
+        # A percentile interval need not hold the mean (a skewed metric on few items); matplotlib refuses a
+        # negative extent.
+        extent = np.clip([heights - low.loc[model].to_numpy(float), high.loc[model].to_numpy(float) - heights], 0, None)
+        pairs = train_pairs.get(model) if train_pairs is not None else None
+        label = f"{model} ({int(pairs):,} pairs)" if pairs is not None and pd.notna(pairs) else model
+        ax.bar(positions + i * width, heights, width, yerr=extent, capsize=2, error_kw={"linewidth": 0.8},
+               label=label)  # fmt: skip
+    ax.set_xticks(positions + width * (len(mean) - 1) / 2)
+    ax.set_xticklabels([metric_label(m, "\n") for m in mean.columns], fontsize=8)
+    ax.set_ylabel("score (fraction), 95 % interval")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, title="model (training pool)")
+    ax.set_title("Evaluation of every trained run (mean over seeds)")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_runs_training_curves(curves: dict[str, dict[int, pd.DataFrame]], path: Path) -> Path:
     """Every run's training loss per step (a moving average over 1/20 of its steps, the raw values faint)
-    and validation loss per epoch, one colour per run: the runs of a sweep compared at a glance."""
+    and validation loss per epoch, one colour per run (`curves`: run -> seed -> its curves), each of its seeds
+    drawn alike: the runs of a sweep, and the spread of each over its seeds, compared at a glance."""
     plt = pyplot()
     fig, (train_ax, val_ax) = plt.subplots(1, 2, figsize=(12, 4))
-    for index, (run, frame) in enumerate(curves.items()):
+    for index, (run, by_seed) in enumerate(curves.items()):
         colour = f"C{index % 10}"
-        steps = frame.dropna(subset=["loss"])
-        window = max(1, len(steps) // 20)
-        train_ax.plot(steps["step"], steps["loss"], color=colour, alpha=0.2, linewidth=0.8)
-        train_ax.plot(steps["step"], steps["loss"].rolling(window, min_periods=1).mean(), color=colour, label=run)
-        if "val_loss" in frame:
-            val = frame.dropna(subset=["val_loss"])
-            val_ax.plot(val["step"], val["val_loss"], "o-", color=colour, markersize=3, label=run)
+        label = run if len(by_seed) == 1 else f"{run} ({len(by_seed)} seeds)"
+        for order, frame in enumerate(by_seed.values()):
+            named = {"label": label} if order == 0 else {}
+            steps = frame.dropna(subset=["loss"])
+            window = max(1, len(steps) // 20)
+            train_ax.plot(steps["step"], steps["loss"], color=colour, alpha=0.2, linewidth=0.8)
+            train_ax.plot(steps["step"], steps["loss"].rolling(window, min_periods=1).mean(), color=colour, **named)
+            if "val_loss" in frame:
+                val = frame.dropna(subset=["val_loss"])
+                val_ax.plot(val["step"], val["val_loss"], "o-", color=colour, markersize=3, **named)
     train_ax.set(xlabel="step", ylabel="loss", title="training loss (per step, moving average)")
     val_ax.set(xlabel="step", ylabel="loss", title="validation loss (per epoch)")
     for ax in (train_ax, val_ax):
