@@ -128,9 +128,15 @@ def test_small_demo_runs_through_slurm_like_locally(slurm_cluster, tracking_serv
     count = lambda runs: pd.Series([r.data.tags["rule"] for r in runs]).value_counts().to_dict()  # noqa: E731
     assert count(server_runs) == count(local_runs)
     assert all(r.info.status == "FINISHED" and "tracking_errors" not in r.data.tags for r in server_runs)
-    # sbatch'ed jobs inherit the invocation's run from the submit host's environment and nest under it.
+    # sbatch'ed jobs inherit the invocation's run from the submit host's environment and nest under it (a training
+    # under its configuration's group run, itself under the invocation's).
     (parent,) = [r for r in server_runs if r.data.tags["rule"] == "snakemake"]
-    assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in server_runs if r is not parent)
+    groups = {r.info.run_id for r in server_runs if r.data.tags["rule"] == "group"}
+    assert groups and all(r.data.tags.get("workflow_run") == parent.info.run_name for r in server_runs)
+    for r in server_runs:
+        if r is not parent:
+            expected = groups if r.data.tags["rule"] == "train" else {parent.info.run_id}
+            assert r.data.tags.get("mlflow.parentRunId") in expected, (r.info.run_name, r.data.tags)
 
 
 def dry_run_resources(output: str) -> dict[str, set[str]]:

@@ -19,5 +19,5 @@ rule evaluate:
     conda:
         "../../envs/vlalign.yaml"
     shell:
-        "vlalign evaluate --settings {params.settings:q} --run {wildcards.run:q} --seed {wildcards.seed}"
+        "vlalign evaluate --settings {params.settings:q} --run {wildcards.run:q} --seed {wildcards.seed:q}"
         " --checkpoint {input.checkpoint:q} --eval-dir {params.results:q} --out {output.metrics:q} > {log:q} 2>&1"

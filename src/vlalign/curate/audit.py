@@ -396,8 +396,11 @@ def plot_audit(frame: pd.DataFrame, audit: dict, path: Path) -> None:
         roc.plot(fpr, tpr, color="tab:red", label=f"AUC {audit['alignment']['auc']:.3f}")
         roc.plot([0, 1], [0, 1], color="grey", linestyle=":", label="chance")
         if audit["alignment"].get("recall") is not None and audit["alignment"]["clean_removed_rate"] is not None:
+            # The pool's verdicts weigh only the pairs that reached the filter (earlier filters took the rest), so
+            # the point may lie off the curve drawn over every scored pair.
+            reached = " (pairs reaching it)" if audit["alignment"]["threshold"].startswith("the pool's") else ""
             roc.plot(audit["alignment"]["clean_removed_rate"], audit["alignment"]["recall"], "ko",
-                     label="the filter's threshold")  # fmt: skip
+                     label=f"the filter's verdicts{reached}")  # fmt: skip
         roc.set(xlabel="clean pairs flagged (lowest scores first)", ylabel="shuffled pairs flagged",
                 title="ROC of the alignment score", xlim=(0, 1), ylim=(0, 1.01))  # fmt: skip
         roc.legend(loc="lower right")
