@@ -1,12 +1,12 @@
 """FuseMix: latent mixup of the frozen encoders' embeddings, one λ and one permutation shared by every modality."""
 
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from slurm_cluster import free_port
 
 from vlalign.align import trainer
 from vlalign.align.trainer import fusemix, fusemix_draw, train_alignment
@@ -124,12 +124,6 @@ def test_a_killed_and_resumed_mixing_run_reaches_the_same_weights(tmp_path):
     assert resumed.resumed_from_step == 5 and same_weights(resumed.model, uninterrupted.model)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank(rank: int, world: int, port: int, settings: dict, out: str) -> None:
     # The environment torchrun gives each process.
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
@@ -148,7 +142,7 @@ def test_two_data_parallel_ranks_mix_as_one_process_does(tmp_path):
     settings = {**FAST, "epochs": 1, "fusemix_alpha": 1.0, "multi_positive": True}
     torch.set_num_threads(1)
     alone = train_alignment(image, text, settings, extra_text_emb=[text[::-1].copy()]).model.state_dict()
-    mp.spawn(_rank, args=(2, _free_port(), settings, str(tmp_path / "out")), nprocs=2, join=True)
+    mp.spawn(_rank, args=(2, free_port(), settings, str(tmp_path / "out")), nprocs=2, join=True)
     for rank in range(2):
         state = torch.load(f"{tmp_path / 'out'}.{rank}", weights_only=True)
         assert all(torch.allclose(state[k], alone[k], rtol=1e-4, atol=1e-5) for k in alone)
